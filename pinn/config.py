@@ -1,0 +1,362 @@
+"""Typed, validated configuration: `params.yaml` → `Params`.
+
+Every knob of the pipeline lives in `params.yaml`. It is parsed as data only (`yaml.safe_load`) and
+validated once into frozen pydantic models. A bad value raises `ConfigError` whose message names the
+key path and what is allowed, e.g. ``sampling.hard_bank.p_max = 1.5: must be in [0, 1]``; an unknown
+key is an error with a did-you-mean suggestion.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+from pinn.errors import UserError
+
+
+class ConfigError(UserError):
+    """A user error in params: one line per problem, each naming the key path."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+PositiveInt = Field(gt=0)
+
+
+class ProblemConfig(_Section):
+    name: Literal["allen_cahn_1d", "allen_cahn_2d", "burgers_1d"] = "allen_cahn_1d"
+    #: PDE coefficients, e.g. {diffusion: 1e-4, reaction: 5.0}; names checked against the problem.
+    coefficients: dict[str, float] = Field(default_factory=dict)
+
+
+class ModelConfig(_Section):
+    width: int = Field(32, gt=0, le=8192)
+    depth: int = Field(3, gt=0, le=64)
+    activation: Literal["tanh", "sin", "gelu", "swish", "softplus"] = "tanh"
+    periodic_embedding: bool = True
+    fourier_features: int = Field(0, ge=0, le=4096)
+    fourier_scale: float = Field(1.0, gt=0)
+    rwf: bool = False
+    rwf_mean: float = 0.5
+    rwf_std: float = Field(0.1, ge=0)
+
+
+class CollocationConfig(_Section):
+    """The fixed point sets written by the collocation stage (refinement, fixed sampling, pools)."""
+
+    num_points: int = Field(8192, gt=0)
+    ic_points: int = Field(512, gt=0)
+    bc_points: int = Field(256, gt=0)
+    method: Literal["uniform", "sobol"] = "sobol"
+
+
+class UniformSamplingConfig(_Section):
+    resample: bool = True  # fresh points every step; false = the fixed collocation set
+
+
+class RADConfig(_Section):
+    """RAD (Wu et al. 2023): p(x) ∝ |r|^k / mean|r|^k + c over a candidate pool."""
+
+    k: float = Field(1.0, ge=0)
+    c: float = Field(1.0, ge=0)
+    pool_size: int = Field(16384, gt=0)
+    resample_every: int = Field(100, gt=0)
+
+
+class RARDConfig(_Section):
+    """RAR-D (Wu et al. 2023): add points near high residuals into a fixed-capacity buffer."""
+
+    num_new_points: int = Field(64, gt=0)
+    percentile: float = Field(90.0, ge=0, le=100)
+    noise_scale: float = Field(0.05, ge=0)
+    every: int = Field(200, gt=0)
+    capacity: int = Field(4096, gt=0)
+    pool_size: int = Field(8192, gt=0)
+
+
+class HardBankConfig(_Section):
+    """Seed 001's hard bank: top-k residual points kept in a bank; batch = (1-p) uniform + p bank."""
+
+    pool_size: int = Field(8192, gt=0)
+    bank_size: int = Field(1024, gt=0)
+    top_k: int = Field(256, gt=0)
+    refresh_every: int = Field(100, gt=0)
+    p_start_step: int = Field(0, ge=0)
+    p_ramp_steps: int = Field(1000, ge=0)
+    p_max: float = Field(0.2, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _top_k_fits(self):
+        if self.top_k > self.bank_size:
+            raise ValueError(f"top_k = {self.top_k}: must be <= bank_size ({self.bank_size})")
+        if self.top_k > self.pool_size:
+            raise ValueError(f"top_k = {self.top_k}: must be <= pool_size ({self.pool_size})")
+        return self
+
+
+class SamplingConfig(_Section):
+    method: Literal["uniform", "rad", "rar_d", "hard_bank"] = "uniform"
+    batch_size: int = Field(2048, gt=0)
+    ic_batch_size: int = Field(256, gt=0)
+    bc_batch_size: int = Field(128, gt=0)
+    uniform: UniformSamplingConfig = UniformSamplingConfig()
+    rad: RADConfig = RADConfig()
+    rar_d: RARDConfig = RARDConfig()
+    hard_bank: HardBankConfig = HardBankConfig()
+
+
+class GradNormConfig(_Section):
+    """GradNorm (Chen et al. 2018)."""
+
+    alpha: float = Field(1.5, ge=0)
+    learning_rate: float = Field(0.025, gt=0)
+    update_every: int = Field(10, gt=0)
+    min_weight: float = Field(0.1, gt=0)
+    max_weight: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.min_weight > self.max_weight:
+            raise ValueError(
+                f"min_weight = {self.min_weight}: must be <= max_weight ({self.max_weight})"
+            )
+        return self
+
+
+class GradRatioConfig(_Section):
+    """Gradient-norm ratio weights (Wang, Teng & Perdikaris 2021; Wang et al. 2023)."""
+
+    momentum: float = Field(0.9, ge=0, lt=1)
+    update_every: int = Field(100, gt=0)
+
+
+class CausalConfig(_Section):
+    """Causal time weighting (Wang, Sankaran & Perdikaris 2022)."""
+
+    enabled: bool = False
+    tolerance: float = Field(1.0, ge=0)
+    num_chunks: int = Field(16, gt=0)
+
+
+class BalancingConfig(_Section):
+    method: Literal["fixed", "gradnorm", "grad_ratio"] = "fixed"
+    weights: dict[Literal["pde", "ic", "bc"], float] = Field(
+        default_factory=lambda: {"pde": 1.0, "ic": 10.0, "bc": 1.0}
+    )
+    gradnorm: GradNormConfig = GradNormConfig()
+    grad_ratio: GradRatioConfig = GradRatioConfig()
+    causal: CausalConfig = CausalConfig()
+
+    @field_validator("weights")
+    @classmethod
+    def _non_negative(cls, v):
+        for k, w in v.items():
+            if not w >= 0:
+                raise ValueError(f"weights.{k} = {w}: must be >= 0")
+        return v
+
+
+class LevelConfig(_Section):
+    steps: int = Field(gt=0)
+    #: the level this one starts from: "init" for the coarsest, else the previous level's name
+    init_from: str
+
+
+class MultilevelConfig(_Section):
+    """Coarse-to-fine cascade: level i of L has width `model.width * coarsening_factor**(L-1-i)`."""
+
+    num_levels: int = Field(1, gt=0, le=8)
+    coarsening_factor: float = Field(0.5, gt=0, le=1)
+    finest_warmup_steps: int = Field(0, ge=0)
+    levels: dict[str, LevelConfig] = Field(
+        default_factory=lambda: {"level0": LevelConfig(steps=2000, init_from="init")}
+    )
+
+    @model_validator(mode="after")
+    def _chain(self):
+        names = list(self.levels)
+        if len(names) != self.num_levels:
+            raise ValueError(
+                f"num_levels = {self.num_levels}: but {len(names)} levels are defined "
+                f"({', '.join(names) or 'none'}); the two must agree"
+            )
+        for i, name in enumerate(names):
+            if name != f"level{i}":
+                raise ValueError(f"levels.{name} = ...: level {i} must be named 'level{i}'")
+            want = "init" if i == 0 else names[i - 1]
+            got = self.levels[name].init_from
+            if got != want:
+                raise ValueError(
+                    f"levels.{name}.init_from = {got!r}: must be {want!r} "
+                    "(levels are listed coarse to fine, each starting from the one before)"
+                )
+        return self
+
+
+class OptimizerConfig(_Section):
+    """Adam with warm-up and exponential decay; hybrid switch to the refinement by loss threshold."""
+
+    learning_rate: float = Field(1e-3, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    decay_rate: float = Field(0.9, gt=0, le=1)
+    decay_steps: int = Field(1000, gt=0)
+    b1: float = Field(0.9, ge=0, lt=1)
+    b2: float = Field(0.999, ge=0, lt=1)
+    #: hybrid: stop the Adam phase early once the total loss falls below this (null: never)
+    switch_loss_threshold: Optional[float] = Field(None, gt=0)
+
+
+class RefineConfig(_Section):
+    """Quasi-Newton refinement on a fixed point set (L-BFGS, BFGS, self-scaled BFGS/Broyden)."""
+
+    method: Literal["none", "lbfgs", "bfgs", "ssbfgs", "ssbroyden"] = "lbfgs"
+    iterations: int = Field(500, ge=0)
+    block_size: int = Field(100, gt=0)
+    memory_size: int = Field(20, gt=0)
+    max_linesearch_steps: int = Field(20, gt=0)
+    precision: Literal["float32", "float64"] = "float64"
+    #: redraw the refinement points with RAD between blocks (0: keep the fixed set)
+    resample_every_blocks: int = Field(0, ge=0)
+    rad_k: float = Field(1.0, ge=0)
+    rad_c: float = Field(1.0, ge=0)
+
+
+class TrainConfig(_Section):
+    log_every: int = Field(100, gt=0)
+    checkpoint_every: int = Field(500, gt=0)
+    precision: Literal["float32", "float64"] = "float32"
+
+
+class EvaluateConfig(_Section):
+    #: also write the pointwise error arrays (for error maps)
+    error_maps: bool = True
+
+
+class ReportConfig(_Section):
+    title: str = "PINN training report"
+    dpi: int = Field(110, gt=0, le=600)
+    snapshot_times: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+
+    @field_validator("snapshot_times")
+    @classmethod
+    def _times(cls, v):
+        for t in v:
+            if not 0.0 <= t <= 1.0:
+                raise ValueError(f"snapshot_times contains {t}: must be in [0, 1]")
+        return v
+
+
+class Params(_Section):
+    seed: int = Field(0, ge=0)
+    problem: ProblemConfig = ProblemConfig()
+    model: ModelConfig = ModelConfig()
+    collocation: CollocationConfig = CollocationConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    balancing: BalancingConfig = BalancingConfig()
+    multilevel: MultilevelConfig = MultilevelConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    refine: RefineConfig = RefineConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    report: ReportConfig = ReportConfig()
+
+
+# ----------------------------------------------------------------------------------------------
+# loading and error formatting
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the section that `loc` (a pydantic error location) points into."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(current, type) and issubclass(current, BaseModel) and part in current.model_fields:
+            ann = current.model_fields[part].annotation
+            current = ann
+        else:
+            return []
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _format_error(err: dict, data: Any, model: type[BaseModel]) -> str:
+    loc = tuple(p for p in err["loc"] if p != "[key]")
+    path = ".".join(str(p) for p in loc) or "<root>"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(model, loc)
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return f"{path}: unknown key{hint} (allowed: {', '.join(allowed)})"
+    value = err.get("input")
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+        if " = " in msg.split(":")[0]:  # a section validator that names its own key
+            return f"{path}.{msg}" if path != "<root>" else msg
+    ctx = err.get("ctx") or {}
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        msg = msg.replace("Input should be", "must be")
+    elif kind == "finite_number":
+        msg = "must be a finite number"
+    elif kind == "missing":
+        return f"{path}: missing required key"
+    elif kind == "literal_error":
+        msg = f"must be one of {ctx.get('expected', '')}"
+    else:
+        msg = msg.replace("Input should be", "must be")
+    return f"{path} = {value!r}: {msg}" if "input" in err and kind != "missing" else f"{path}: {msg}"
+
+
+def validate_params(data: Any, source: str = "params") -> Params:
+    """Validate a plain dict into `Params`; raises `ConfigError` naming every bad key path."""
+    if data is None:
+        raise ConfigError(f"{source}: is empty (expected a mapping of sections such as 'problem', 'model')")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: must be a mapping of sections, got {type(data).__name__}")
+    try:
+        return Params.model_validate(data)
+    except ValidationError as e:
+        lines = [_format_error(err, data, Params) for err in e.errors()]
+        raise ConfigError("\n".join(f"{source}: {line}" for line in lines)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read `path` with `yaml.safe_load` and validate it. Raises `ConfigError` on any user error."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}") from None
+    return validate_params(data, source=str(path))
+
+
+def level_widths(params: Params) -> dict[str, int]:
+    """Width of every cascade level (finest = `model.width`), coarse to fine."""
+    names = list(params.multilevel.levels)
+    n = len(names)
+    f = params.multilevel.coarsening_factor
+    return {
+        name: max(1, int(round(params.model.width * f ** (n - 1 - i)))) for i, name in enumerate(names)
+    }
+
+
+def is_finite(x: float) -> bool:
+    return math.isfinite(x)

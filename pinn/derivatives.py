@@ -1,0 +1,137 @@
+"""Forward-mode derivatives of a *field* `u: (N, d) -> (N,)` at points `z (N, d)`.
+
+Networks are pointwise (row n of the output depends only on row n of the input), so a jvp with
+the constant tangent `e_i` broadcast to all N rows gives the per-point directional derivative
+`∂u/∂z_i` for the whole batch at once — no `vmap`, no Hessian.
+
+Two interchangeable routes (`method=`):
+
+- ``"jvp"`` — nested `jax.jvp`: the inner jvp gives `(u, u_i)`, the outer jvp of that gives
+  `(u_i, u_ii)`, so one nested pass returns `u, u_i, u_ii` (XLA merges the duplicated `u_i`
+  stream and the primal shared between axes under `jit`).
+- ``"jet"`` — Taylor mode (`jax.experimental.jet`) with input series `([e_i], [0])`: one call
+  propagates the second-order Taylor polynomial and returns `u, [u_i, u_ii]`.
+
+`DEFAULT_METHOD` is the faster one on CPU (`benchmarks/derivatives.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import jet as _jet
+
+Field = Callable[[jax.Array], jax.Array]
+Method = Literal["jvp", "jet"]
+METHODS: tuple[str, ...] = ("jvp", "jet")
+DEFAULT_METHOD: Method = "jvp"
+
+
+class Derivs(NamedTuple):
+    """`u (N,)`, `first[i] = ∂u/∂z_i (N,)`, `second[i] = ∂²u/∂z_i² (N,)` (pure, no mixed terms)."""
+
+    u: jax.Array
+    first: dict[int, jax.Array]
+    second: dict[int, jax.Array]
+
+
+def unit_tangent(z: jax.Array, i: int) -> jax.Array:
+    """The constant tangent `e_i` broadcast to every point: shape and dtype of `z`."""
+    return jnp.broadcast_to(jax.nn.one_hot(i, z.shape[-1], dtype=z.dtype), z.shape)
+
+
+def _order1(u: Field, z: jax.Array, e: jax.Array, method: str) -> tuple[jax.Array, jax.Array]:
+    if method == "jet":
+        u0, (u1,) = _jet.jet(u, (z,), ((e,),))
+        return u0, u1
+    return jax.jvp(u, (z,), (e,))
+
+
+def _order2(
+    u: Field, z: jax.Array, e: jax.Array, method: str
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    if method == "jet":
+        u0, (u1, u2) = _jet.jet(u, (z,), ((e, jnp.zeros_like(e)),))
+        return u0, u1, u2
+    (u0, u1), (_, u2) = jax.jvp(lambda w: jax.jvp(u, (w,), (e,)), (z,), (e,))
+    return u0, u1, u2
+
+
+def _check_method(method: str | None) -> str:
+    method = DEFAULT_METHOD if method is None else method
+    if method not in METHODS:
+        raise ValueError(f"derivative method {method!r}: must be one of {list(METHODS)}")
+    return method
+
+
+def value_and_derivs(
+    u: Field,
+    z: jax.Array,
+    first: Iterable[int] = (),
+    second: Iterable[int] = (),
+    *,
+    method: str | None = None,
+) -> Derivs:
+    """`u(z)` with first derivatives along `first` and pure second derivatives along `second`.
+
+    Every axis in `second` also yields its first derivative (it comes free with the nested pass).
+    One second-order pass over the `second` axes and one first-order pass over the remaining
+    `first` axes (directions vmapped, primal shared); with no axes at all this is just `u(z)`.
+    """
+    method = _check_method(method)
+    second = tuple(dict.fromkeys(int(i) for i in second))
+    first = tuple(i for i in dict.fromkeys(int(i) for i in first) if i not in second)
+    d1: dict[int, jax.Array] = {}
+    d2: dict[int, jax.Array] = {}
+    value = None
+    # One vmapped pass per derivative order: the tangent directions are stacked on a leading
+    # axis while the primal stays unbatched (computed once), and each layer's tangent streams
+    # become one larger matmul instead of one per direction.
+    if second:
+        e2 = jnp.stack([unit_tangent(z, i) for i in second])
+        value, u1, u2 = jax.vmap(
+            lambda e: _order2(u, z, e, method), out_axes=(None, 0, 0)
+        )(e2)
+        for k, i in enumerate(second):
+            d1[i], d2[i] = u1[k], u2[k]
+    if first:
+        e1 = jnp.stack([unit_tangent(z, i) for i in first])
+        value, v1 = jax.vmap(lambda e: _order1(u, z, e, method), out_axes=(None, 0))(e1)
+        for k, i in enumerate(first):
+            d1[i] = v1[k]
+    if value is None:
+        value = u(z)
+    return Derivs(value, d1, d2)
+
+
+def d1(u: Field, z: jax.Array, i: int, *, method: str | None = None) -> jax.Array:
+    """`∂u/∂z_i (N,)`."""
+    return _order1(u, z, unit_tangent(z, i), _check_method(method))[1]
+
+
+def d2(u: Field, z: jax.Array, i: int, *, method: str | None = None) -> jax.Array:
+    """`∂²u/∂z_i² (N,)`."""
+    return _order2(u, z, unit_tangent(z, i), _check_method(method))[2]
+
+
+def laplacian(
+    u: Field, z: jax.Array, axes: Iterable[int], *, method: str | None = None
+) -> jax.Array:
+    """`Σ_i ∂²u/∂z_i²` over `axes` (e.g. the spatial columns), `(N,)`."""
+    d = value_and_derivs(u, z, second=axes, method=method)
+    return sum(d.second.values(), jnp.zeros_like(d.u))
+
+
+__all__ = [
+    "Derivs",
+    "Field",
+    "METHODS",
+    "DEFAULT_METHOD",
+    "unit_tangent",
+    "value_and_derivs",
+    "d1",
+    "d2",
+    "laplacian",
+]

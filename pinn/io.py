@@ -1,0 +1,101 @@
+"""Atomic, data-only file I/O: a killed stage never leaves a half-written file behind.
+
+Every writer writes to a temporary file in the destination directory and `os.replace`s it into
+place (atomic on POSIX). Pytrees are stored as `.npz` of their leaves keyed by their paths, and read
+back with `allow_pickle=False` into a template of the same structure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import jax
+import numpy as np
+
+from pinn.errors import UserError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path next to `path`; on success rename it onto `path`, else delete it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def _check_finite(obj: Any, where: str = "") -> None:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        raise ValueError(f"refusing to write non-finite metric {where or '<root>'} = {obj}")
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _check_finite(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_finite(v, f"{where}[{i}]")
+
+
+def write_json(path: str | Path, obj: Any, *, allow_nonfinite: bool = False) -> None:
+    """Atomic JSON. Metrics are never written with NaN/inf unless explicitly allowed."""
+    if not allow_nonfinite:
+        _check_finite(obj)
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=allow_nonfinite) + "\n")
+
+
+def _leaf_key(path) -> str:
+    return jax.tree_util.keystr(path)
+
+
+def save_tree(path: str | Path, tree: Any, **extra: np.ndarray) -> None:
+    """Save a pytree's leaves (plus `extra` arrays under `extra/<name>`) to an npz, atomically."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    arrays = {f"tree{_leaf_key(p)}": np.asarray(x) for p, x in leaves}
+    arrays.update({f"extra/{k}": np.asarray(v) for k, v in extra.items()})
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+
+def load_tree(path: str | Path, template: Any) -> tuple[Any, dict[str, np.ndarray]]:
+    """Load leaves saved by `save_tree` into `template`'s structure; also return the extras.
+
+    Raises ValueError naming the file and the key when the file is unreadable or does not match.
+    """
+    path = Path(path)
+    try:
+        data = np.load(path, allow_pickle=False)
+        files = set(data.files)
+    except Exception as e:  # truncated / not an npz
+        raise UserError(f"{path}: not a readable parameter file ({type(e).__name__}: {e})") from None
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
+    out = []
+    for p, ref in leaves:
+        k = f"tree{_leaf_key(p)}"
+        if k not in files:
+            raise UserError(f"{path}: missing array {k!r} (file does not match this model/config)")
+        arr = data[k]
+        if arr.shape != np.shape(ref):
+            raise UserError(
+                f"{path}: array {k!r} has shape {arr.shape}, expected {np.shape(ref)}"
+            )
+        out.append(arr.astype(np.asarray(ref).dtype) if hasattr(ref, "dtype") else arr)
+    extras = {k[len("extra/") :]: data[k] for k in files if k.startswith("extra/")}
+    return jax.tree_util.tree_unflatten(treedef, out), extras

@@ -1,0 +1,212 @@
+"""Coarse-to-fine cascade: train a narrow network, widen it without changing its function, go on.
+
+Level `i` of `L` has `width_i = max(1, round(finest_width * factor**(L-1-i)))` hidden units per
+layer (same depth, embedding and Fourier features at every level). Moving to the next level:
+
+- `prolongate` widens the parameters *function-preservingly* (Net2Net, Chen, Goodfellow & Shlens
+  2016, in its "zero outgoing weights" form): old entries are copied into the leading block of a
+  freshly initialized wider network, new units keep their random incoming weights, bias and scale,
+  and every weight that *reads* a new unit is set to zero, so `u_fine(z) == u_coarse(z)`.
+- `prolongate_adam_state` carries the Adam state over (`mu`, `nu`, step counts) and seeds the new
+  entries so their first update is at most `lr` in size, instead of Adam's `~(1-b1)/sqrt(1-b2) lr
+  = 3.16 lr` step for a fresh entry when the step count is large (no bias correction left).
+
+Both are called once per level transfer, eagerly, outside the jitted training step; they return
+pytrees with exactly the structure, shapes and dtypes that `init` of the fine level would give, so
+the fine level's jitted step compiles once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PyTree = Any
+
+
+def level_widths(finest_width: int, num_levels: int, coarsening_factor: float) -> list[int]:
+    """Hidden widths of the cascade, coarse to fine: `max(1, round(finest * factor**(L-1-i)))`.
+
+    Same rule (Python's `round`) as `pinn.config.level_widths(params)`; the last entry is
+    `finest_width`.
+    """
+    if finest_width < 1:
+        raise ValueError(f"finest_width = {finest_width}: must be >= 1")
+    if num_levels < 1:
+        raise ValueError(f"num_levels = {num_levels}: must be >= 1")
+    if not 0.0 < coarsening_factor <= 1.0:
+        raise ValueError(f"coarsening_factor = {coarsening_factor}: must be in (0, 1]")
+    return [
+        max(1, int(round(finest_width * coarsening_factor ** (num_levels - 1 - i))))
+        for i in range(num_levels)
+    ]
+
+
+def _leading_block(shape: Sequence[int]) -> tuple[slice, ...]:
+    return tuple(slice(0, n) for n in shape)
+
+
+def _check_embeds(coarse: PyTree, fine: PyTree, what: str) -> None:
+    """Raise ValueError unless `coarse` and `fine` have one tree structure and every coarse leaf
+    fits in the leading block of its fine leaf (same rank, no dimension shrinks)."""
+    coarse_def = jax.tree_util.tree_structure(coarse)
+    fine_def = jax.tree_util.tree_structure(fine)
+    if coarse_def != fine_def:
+        raise ValueError(
+            f"{what}: coarse and fine trees differ in structure (depth, RWF or Fourier features "
+            f"changed between levels?):\n  coarse {coarse_def}\n  fine   {fine_def}"
+        )
+    paths = jax.tree_util.tree_flatten_with_path(coarse)[0]
+    for (path, c), f in zip(paths, jax.tree_util.tree_leaves(fine)):
+        name = jax.tree_util.keystr(path)
+        if jnp.ndim(c) != jnp.ndim(f) or any(a > b for a, b in zip(jnp.shape(c), jnp.shape(f))):
+            raise ValueError(
+                f"{what}{name}: coarse shape {jnp.shape(c)} does not fit in fine shape "
+                f"{jnp.shape(f)} (the fine level must be at least as wide in every dimension)"
+            )
+
+
+def _check_same_rest(coarse_rest: PyTree, fine_rest: PyTree) -> None:
+    """The non-trainable state (Fourier feature matrix) must be identical at both levels."""
+    coarse_def = jax.tree_util.tree_structure(coarse_rest)
+    fine_def = jax.tree_util.tree_structure(fine_rest)
+    if coarse_def != fine_def:
+        raise ValueError(f"rest: coarse and fine non-trainable state differ in structure: "
+                         f"{coarse_def} vs {fine_def}")
+    paths = jax.tree_util.tree_flatten_with_path(coarse_rest)[0]
+    for (path, c), f in zip(paths, jax.tree_util.tree_leaves(fine_rest)):
+        if np.shape(c) != np.shape(f) or not np.array_equal(np.asarray(c), np.asarray(f)):
+            raise ValueError(
+                f"rest{jax.tree_util.keystr(path)}: differs between the coarse and fine model "
+                "(build every level with the same seed so the Fourier features agree); the wider "
+                "network would not compute the coarse network's function"
+            )
+
+
+def prolongate(
+    coarse_params: PyTree,
+    fine_params_init: PyTree,
+    *,
+    coarse_rest: PyTree | None = None,
+    fine_rest: PyTree | None = None,
+) -> PyTree:
+    """Function-preserving widening of a `pinn.models.PINN` (Net2Net with zero outgoing weights).
+
+    For every leaf, the coarse values fill the leading block of the fine leaf; the rest keeps the
+    fine random init, except that in every 2-D leaf, a `(in, out)` kernel, the rows `>= in_coarse`
+    (the weights that read the new units of the previous layer, the output layer included) are 0:
+
+        W_fine = [[W_coarse, V_new], [0, 0]],  b_fine = [b_coarse, b_new],  s_fine = [s_coarse, s_new]
+
+    Old units therefore see exactly the old inputs and `u_fine = u_coarse` (to rounding: the
+    matmuls add exact zeros). With RWF the weight `V * exp(s)` of a zero row is zero as well.
+
+    The new units stay trainable: their activations `h_new = act(x V_new + b_new)` are nonzero, so
+    `∂L/∂W[new rows] = h_new ⊗ δ ≠ 0` at the first step; once those rows are nonzero the new units'
+    incoming weights `V_new`, `b_new`, `s_new` (zero gradient at transfer since nothing reads the new
+    units yet) receive gradient from the second step on.
+
+    `coarse_rest`/`fine_rest` (the non-`Param` state of `pinn.models.split`, i.e. the fixed Fourier
+    matrix), when given, must be equal — otherwise `ValueError`: the levels must be built with the
+    same seed. Leaves must fit (same structure, no dimension shrinks) — otherwise `ValueError`.
+    The result has the fine params' structure and dtypes.
+    """
+    _check_embeds(coarse_params, fine_params_init, "params")
+    if (coarse_rest is None) != (fine_rest is None):
+        raise ValueError("coarse_rest and fine_rest: give both or neither")
+    if coarse_rest is not None:
+        _check_same_rest(coarse_rest, fine_rest)
+
+    def widen(coarse: jax.Array, fine: jax.Array) -> jax.Array:
+        out = fine.at[_leading_block(coarse.shape)].set(coarse.astype(fine.dtype))
+        if out.ndim == 2:  # (in, out) kernel: nothing may read a new input unit
+            out = out.at[coarse.shape[0]:, :].set(0)
+        return out
+
+    return jax.tree_util.tree_map(widen, coarse_params, fine_params_init)
+
+
+def _embed_with_fill(coarse: jax.Array, fill: jax.Array) -> jax.Array:
+    """`fill` (fine shape) with its leading block replaced by `coarse`, in `coarse`'s dtype."""
+    return fill.astype(coarse.dtype).at[_leading_block(coarse.shape)].set(coarse)
+
+
+def _is_adam_state(node: Any, coarse_def: jax.tree_util.PyTreeDef) -> bool:
+    fields = getattr(node, "_fields", None)
+    return (
+        fields is not None
+        and {"count", "mu", "nu"} <= set(fields)
+        and jax.tree_util.tree_structure(node.mu) == coarse_def
+        and jax.tree_util.tree_structure(node.nu) == coarse_def
+    )
+
+
+def prolongate_adam_state(
+    coarse_opt_state: PyTree,
+    coarse_params: PyTree,
+    fine_params: PyTree,
+    fine_grads: PyTree | None = None,
+    *,
+    b2: float = 0.999,
+) -> PyTree:
+    """Carry an optax state from the coarse to the fine level so training goes on without a jump.
+
+    Walks the state pytree (`optax.adam`, any `optax.chain`, `optax.inject_hyperparams`, schedule
+    states); scalars such as step counts pass through unchanged (a learning-rate schedule continues
+    where the coarse level left it). Old entries keep their `mu`, `nu`. For the new entries of an
+    Adam state `(count=t, mu, nu)` (Kingma & Ba 2015: `m ← b1 m + (1-b1) g`, `v ← b2 v + (1-b2) g²`,
+    step `lr m̂/√v̂` with `m̂ = m/(1-b1^t)`, `v̂ = v/(1-b2^t)`):
+
+    - `mu_new = 0`: momentum builds up over `~1/(1-b1)` steps, so the first update of a new entry
+      is `(1-b1)/(1-b1^(t+1)) lr ≤ lr` instead of Adam's fresh-entry `3.16 lr sign(g)`;
+    - `nu_new = (1 - b2^t) g²` with `g = fine_grads` (the loss gradient at the prolongated params,
+      computed by the caller): the same bias convention as the old entries, so `v̂ = g²` at the
+      next step. Without `fine_grads`, `nu_new` is the mean of the old `nu` of the same leaf.
+      `b2` must be the optimizer's `b2`. Entries with zero gradient at transfer (the new units'
+      incoming weights, see `prolongate`) get `nu_new = 0`; their first updates come after their
+      outgoing weights have left zero, where they change `u` only to second order.
+
+    Any other subtree shaped like the params (another transform's trace) gets zeros for its new
+    entries. The result has the structure, shapes and dtypes of `opt.init(fine_params)`.
+    """
+    coarse_def = jax.tree_util.tree_structure(coarse_params)
+    _check_embeds(coarse_params, fine_params, "params")
+    if fine_grads is not None:
+        _check_embeds(fine_params, fine_grads, "fine_grads")
+
+    def zeros_fill(coarse: PyTree) -> PyTree:
+        return jax.tree_util.tree_map(
+            lambda c, f: _embed_with_fill(c, jnp.zeros(f.shape, c.dtype)), coarse, fine_params
+        )
+
+    def seeded_nu(nu: PyTree, count: jax.Array) -> PyTree:
+        def leaf(c: jax.Array, f: jax.Array, g: jax.Array | None) -> jax.Array:
+            fill = jnp.full(f.shape, jnp.mean(c), c.dtype)
+            if g is not None:
+                bias = 1.0 - jnp.power(jnp.asarray(b2, c.dtype), jnp.asarray(count, c.dtype))
+                fill = jnp.maximum(fill, bias * jnp.square(g.astype(c.dtype)))
+            return _embed_with_fill(c, fill)
+
+        grads = fine_grads if fine_grads is not None else jax.tree_util.tree_map(lambda _: None, fine_params)
+        return jax.tree_util.tree_map(leaf, nu, fine_params, grads, is_leaf=lambda x: x is None)
+
+    def carry(node: Any) -> Any:
+        if _is_adam_state(node, coarse_def):
+            return node._replace(mu=zeros_fill(node.mu), nu=seeded_nu(node.nu, node.count))
+        if jax.tree_util.tree_structure(node) == coarse_def:
+            return zeros_fill(node)
+        return node  # a leaf that is not part of a params-shaped subtree (count, hyperparameter)
+
+    def is_params_like(node: Any) -> bool:
+        return _is_adam_state(node, coarse_def) or (
+            not isinstance(node, (jax.Array, np.ndarray))
+            and jax.tree_util.tree_structure(node) == coarse_def
+        )
+
+    return jax.tree_util.tree_map(carry, coarse_opt_state, is_leaf=is_params_like)
+
+
+__all__: Sequence[str] = ["level_widths", "prolongate", "prolongate_adam_state"]

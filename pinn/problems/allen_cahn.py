@@ -1,0 +1,73 @@
+"""Allen–Cahn equations (1D: Raissi-style benchmark; 2D: periodic square)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+
+from pinn.derivatives import Derivs
+from pinn.problems.base import Problem
+
+
+@dataclass(frozen=True)
+class AllenCahn1D(Problem):
+    """`u_t - d u_xx + r u³ - r u = 0`, `(t, x) ∈ [0, 1] × [-1, 1]`, periodic in x,
+    `u(0, x) = x² cos(πx)`. Defaults `d = 1e-4`, `r = 5`."""
+
+    diffusion: float = 1e-4
+    reaction: float = 5.0
+
+    name: ClassVar[str] = "allen_cahn_1d"
+    input_names: ClassVar[tuple[str, ...]] = ("t", "x")
+    lower: ClassVar[tuple[float, ...]] = (0.0, -1.0)
+    upper: ClassVar[tuple[float, ...]] = (1.0, 1.0)
+    periodic: ClassVar[tuple[bool, ...]] = (False, True)
+    first: ClassVar[tuple[int, ...]] = (0,)
+    second: ClassVar[tuple[int, ...]] = (1,)
+
+    def initial_condition(self, x: jax.Array) -> jax.Array:
+        x = x[:, 0]
+        return x**2 * jnp.cos(jnp.pi * x)
+
+    def residual_from_derivs(self, d: Derivs, z: jax.Array) -> jax.Array:
+        u = d.u
+        return d.first[0] - self.diffusion * d.second[1] + self.reaction * (u**3 - u)
+
+    def reference(self, progress: bool = True):
+        from pinn import reference
+
+        return reference.allen_cahn_1d(
+            diffusion=self.diffusion, reaction=self.reaction, progress=progress
+        )
+
+
+@dataclass(frozen=True)
+class AllenCahn2D(Problem):
+    """`u_t = ε² (u_xx + u_yy) + u - u³`, `(t, x, y) ∈ [0, 1] × [0, 1]²`, periodic in x and y,
+    `u(0, x, y) = sin²(πx) cos²(πy) - 0.5`. Residual `u_t - ε² Δu - u + u³`; default `ε = 0.01`."""
+
+    epsilon: float = 0.01
+
+    name: ClassVar[str] = "allen_cahn_2d"
+    input_names: ClassVar[tuple[str, ...]] = ("t", "x", "y")
+    lower: ClassVar[tuple[float, ...]] = (0.0, 0.0, 0.0)
+    upper: ClassVar[tuple[float, ...]] = (1.0, 1.0, 1.0)
+    periodic: ClassVar[tuple[bool, ...]] = (False, True, True)
+    first: ClassVar[tuple[int, ...]] = (0,)
+    second: ClassVar[tuple[int, ...]] = (1, 2)
+
+    def initial_condition(self, x: jax.Array) -> jax.Array:
+        return jnp.sin(jnp.pi * x[:, 0]) ** 2 * jnp.cos(jnp.pi * x[:, 1]) ** 2 - 0.5
+
+    def residual_from_derivs(self, d: Derivs, z: jax.Array) -> jax.Array:
+        u = d.u
+        lap = d.second[1] + d.second[2]
+        return d.first[0] - self.epsilon**2 * lap - u + u**3
+
+    def reference(self, progress: bool = True):
+        from pinn import reference
+
+        return reference.allen_cahn_2d(epsilon=self.epsilon, progress=progress)

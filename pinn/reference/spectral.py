@@ -1,0 +1,412 @@
+"""Allen–Cahn references: Fourier pseudo-spectral in space + ETDRK4 in time (numpy, float64).
+
+Method (Cox & Matthews 2002, "Exponential time differencing for stiff systems", J. Comput. Phys.
+176; Kassam & Trefethen 2005, "Fourth-order time-stepping for stiff PDEs", SIAM J. Sci. Comput.
+26(4)): in Fourier space `v_t = L v + N(v)` with the diagonal linear symbol in `L` — **the linear
+reaction is kept in L**: `L = -d |k|² + r` — and the cubic `N(v) = -r F[(F⁻¹ v)³]` evaluated
+pseudo-spectrally (no dealiasing; the doubled-resolution check certifies the aliasing error too).
+The ETDRK4 coefficients `e^{hL/2}`, `Q`, `f1`, `f2`, `f3` are computed by the contour integral of
+Kassam & Trefethen: the mean over `contour_points` points on a circle of radius 1 around each `hL`,
+real part taken. Each output time is hit exactly: every interval between output times takes the
+fewest equal steps not larger than `dt`.
+
+Public functions (all return a `pinn.reference.Reference`, certified by a second solve with twice
+the modes per dimension and half the time step; the saved `u` is the finer solve):
+
+- `allen_cahn_1d(diffusion=1e-4, reaction=5.0, t=None, x=None, modes=..., dt=..., progress=True,
+  initial_condition=None)`: `u_t = d u_xx + r (u - u³)`, `x ∈ [-1, 1)` periodic,
+  `u(x, 0) = x² cos(πx)`. Output grid by default `t = linspace(0, 1, 201)`,
+  `x = linspace(-1, 1, 512)` (both ends; `x = 1` is `x = -1` by periodicity). The initial condition
+  has a derivative kink at `x = ±1`, so Fourier convergence is only algebraic (~`modes⁻²`): the
+  default solver grid is `N = 511·16` points on `[-1, 1)` (checked against `511·32`), of which the
+  default output `x` is an exact subset (subsampling = exact Fourier interpolation).
+- `allen_cahn_2d(epsilon=0.01, t=None, n_out=128, modes=..., dt=..., progress=True, reaction=1.0,
+  initial_condition=None)`: `u_t = ε² Δu + r (u - u³)` (`r = 1` for the benchmark),
+  `(x, y) ∈ [0, 1)²` periodic, `u(x, y, 0) = sin²(πx) cos²(πy) - 0.5`. Output `t = {0, .25, .5, .75,
+  1}` by default, `x = y = arange(n_out) / n_out`, `u[t, x, y]`.
+
+`t`/`x` may be any output grids (`t` strictly increasing, `t[0] >= 0`); output points that are not
+solver-grid nodes are evaluated by exact Fourier interpolation (trigonometric sum). `reaction` /
+`initial_condition` exist for verification (e.g. `reaction=0` gives the heat equation).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from pinn.reference.solution import Reference, rel_l2
+
+ArrayFn = Callable[..., np.ndarray]
+
+AC1D_DEFAULT_MODES = 511 * 16
+AC1D_DEFAULT_DT = 1e-3
+AC2D_DEFAULT_MODES = 256
+AC2D_DEFAULT_DT = 1e-2
+CONTOUR_POINTS = 64
+
+
+# --------------------------------------------------------------------------------------------
+# ETDRK4 core
+# --------------------------------------------------------------------------------------------
+
+
+def etdrk4_coefficients(
+    lin: np.ndarray, h: float, contour_points: int = CONTOUR_POINTS
+) -> tuple[np.ndarray, ...]:
+    """`(E, E2, Q, f1, f2, f3)` for the real diagonal symbol `lin` and step `h`
+    (Kassam & Trefethen 2005, eq. (2.5) and the contour-integral evaluation of §3).
+
+    `E = e^{hL}`, `E2 = e^{hL/2}`, `Q = h φ((hL)/2)/2`-type weights, all real float64 arrays of
+    `lin`'s shape. Work is done once per distinct value of `lin` (in blocks to bound memory).
+    """
+    lin = np.asarray(lin, dtype=np.float64)
+    values, inverse = np.unique(lin.ravel(), return_inverse=True)
+    m = np.arange(1, contour_points + 1)
+    roots = np.exp(1j * np.pi * (m - 0.5) / contour_points)
+    q = np.empty_like(values)
+    f1 = np.empty_like(values)
+    f2 = np.empty_like(values)
+    f3 = np.empty_like(values)
+    block = max(1, 2**20 // contour_points)
+    for start in range(0, values.size, block):
+        sl = slice(start, start + block)
+        lr = h * values[sl, None] + roots[None, :]
+        elr = np.exp(lr)
+        lr3 = lr**3
+        q[sl] = h * np.real(np.mean((np.exp(lr / 2) - 1) / lr, axis=1))
+        f1[sl] = h * np.real(np.mean((-4 - lr + elr * (4 - 3 * lr + lr**2)) / lr3, axis=1))
+        f2[sl] = h * np.real(np.mean((2 + lr + elr * (-2 + lr)) / lr3, axis=1))
+        f3[sl] = h * np.real(np.mean((-4 - 3 * lr - lr**2 + elr * (4 - lr)) / lr3, axis=1))
+    shape = lin.shape
+
+    def back(a: np.ndarray) -> np.ndarray:
+        return a[inverse].reshape(shape)
+
+    e = np.exp(h * lin)
+    e2 = np.exp(h * lin / 2)
+    return e, e2, back(q), back(f1), back(f2), back(f3)
+
+
+def _check_times(t: np.ndarray) -> np.ndarray:
+    t = np.asarray(t, dtype=np.float64)
+    if t.ndim != 1 or t.size == 0:
+        raise ValueError(f"t must be a non-empty 1-d array, got shape {t.shape}")
+    if not np.all(np.isfinite(t)) or t[0] < 0 or np.any(np.diff(t) <= 0):
+        raise ValueError("t must be finite, strictly increasing, with t[0] >= 0")
+    return t
+
+
+def _step_plan(t_out: np.ndarray, dt: float) -> list[tuple[int, float]]:
+    """Per output interval (starting from 0): number of equal steps `n <= ...` and step `h`."""
+    plan = []
+    t_prev = 0.0
+    for t_next in t_out:
+        span = float(t_next) - t_prev
+        if span <= 0:
+            plan.append((0, 0.0))
+        else:
+            n = max(1, math.ceil(span / dt * (1 - 1e-12)))
+            plan.append((n, span / n))
+        t_prev = float(t_next)
+    return plan
+
+
+def etdrk4_solve(
+    v0: np.ndarray,
+    lin: np.ndarray,
+    nonlinear: Callable[[np.ndarray], np.ndarray],
+    t_out: np.ndarray,
+    dt: float,
+    *,
+    contour_points: int = CONTOUR_POINTS,
+    progress: bool = True,
+    desc: str = "ETDRK4",
+) -> tuple[np.ndarray, int]:
+    """Integrate `v_t = lin * v + nonlinear(v)` from `t = 0` (spectrum `v0`) with ETDRK4 and
+    return the spectra at `t_out` (shape `(len(t_out),) + v0.shape`) and the number of steps."""
+    t_out = _check_times(t_out)
+    plan = _step_plan(t_out, dt)
+    total = sum(n for n, _ in plan)
+    out = np.empty((t_out.size,) + v0.shape, dtype=v0.dtype)
+    cache: list[tuple[float, tuple[np.ndarray, ...]]] = []
+
+    def coefficients(h: float) -> tuple[np.ndarray, ...]:
+        for h_cached, coeffs in cache:
+            if abs(h - h_cached) <= 1e-12 * h_cached:
+                return coeffs
+        coeffs = etdrk4_coefficients(lin, h, contour_points)
+        cache.append((h, coeffs))
+        if len(cache) > 4:
+            cache.pop(0)
+        return coeffs
+
+    v = v0.copy()
+    with tqdm(total=total, desc=desc, unit="step", disable=not progress, leave=False) as bar:
+        for i, (n, h) in enumerate(plan):
+            if n:
+                e, e2, q, f1, f2, f3 = coefficients(h)
+                for _ in range(n):
+                    nv = nonlinear(v)
+                    a = e2 * v + q * nv
+                    na = nonlinear(a)
+                    b = e2 * v + q * na
+                    nb = nonlinear(b)
+                    c = e2 * a + q * (2 * nb - nv)
+                    nc = nonlinear(c)
+                    v = e * v + nv * f1 + 2 * (na + nb) * f2 + nc * f3
+                bar.update(n)
+            out[i] = v
+    return out, total
+
+
+# --------------------------------------------------------------------------------------------
+# Exact Fourier evaluation on output grids
+# --------------------------------------------------------------------------------------------
+
+
+def _grid_indices(x: np.ndarray, x0: float, period: float, n: int) -> np.ndarray | None:
+    """Indices of `x` on the grid `x0 + period * j / n` (mod period), or None if any is off-grid."""
+    pos = (x - x0) / period * n
+    idx = np.rint(pos)
+    if np.max(np.abs(pos - idx), initial=0.0) > 1e-9:
+        return None
+    return np.mod(idx.astype(np.int64), n)
+
+
+def _fourier_matrix(
+    x: np.ndarray, x0: float, period: float, n: int, half: bool
+) -> np.ndarray:
+    """`M[i, k] = w_k e^{i k (x_i - x0)} / n` so that `u(x) = Re(M @ c)` for numpy's (r)fft `c`
+    (`half`: rfft layout with weights 2 on the interior modes; else the full fft layout)."""
+    if half:
+        modes = np.arange(n // 2 + 1)
+        w = np.full(modes.size, 2.0)
+        w[0] = 1.0
+        if n % 2 == 0:
+            w[-1] = 1.0
+    else:
+        modes = np.fft.fftfreq(n, 1.0 / n)
+        w = np.ones(n)
+    k = 2 * np.pi / period * modes
+    return np.exp(1j * np.outer(x - x0, k)) * (w / n)
+
+
+def _evaluate_1d(
+    spectra: np.ndarray, n: int, x0: float, period: float, x: np.ndarray
+) -> np.ndarray:
+    idx = _grid_indices(x, x0, period, n)
+    if idx is not None:
+        return np.fft.irfft(spectra, n=n, axis=-1)[:, idx]
+    out = np.empty((spectra.shape[0], x.size))
+    chunk = max(1, 2**22 // spectra.shape[-1])
+    for s in range(0, x.size, chunk):
+        mat = _fourier_matrix(x[s : s + chunk], x0, period, n, half=True)
+        out[:, s : s + chunk] = np.real(spectra @ mat.T)
+    return out
+
+
+def _evaluate_2d(
+    spectra: np.ndarray, n: int, x0: float, period: float, x: np.ndarray, y: np.ndarray
+) -> np.ndarray:
+    ix = _grid_indices(x, x0, period, n)
+    iy = _grid_indices(y, x0, period, n)
+    if ix is not None and iy is not None:
+        grid = np.fft.irfft2(spectra, s=(n, n), axes=(-2, -1))
+        return grid[:, ix][:, :, iy]
+    mx = _fourier_matrix(x, x0, period, n, half=False) * n  # x: full spectrum, unscaled
+    my = _fourier_matrix(y, x0, period, n, half=True) / n  # y: rfft half, carries 1/n²
+    return np.real(np.einsum("ia,tab,jb->tij", mx, spectra, my, optimize=True))
+
+
+# --------------------------------------------------------------------------------------------
+# Allen–Cahn 1D
+# --------------------------------------------------------------------------------------------
+
+
+def _ac1d_ic(x: np.ndarray) -> np.ndarray:
+    return x**2 * np.cos(np.pi * x)
+
+
+def _solve_ac1d(
+    diffusion: float,
+    reaction: float,
+    ic: ArrayFn,
+    t: np.ndarray,
+    x: np.ndarray,
+    modes: int,
+    dt: float,
+    contour_points: int,
+    progress: bool,
+    desc: str,
+) -> tuple[np.ndarray, int]:
+    x0, period = -1.0, 2.0
+    grid = x0 + period * np.arange(modes) / modes
+    k = 2 * np.pi / period * np.arange(modes // 2 + 1)
+    lin = -diffusion * k**2 + reaction
+
+    def nonlinear(v: np.ndarray) -> np.ndarray:
+        u = np.fft.irfft(v, n=modes)
+        return -reaction * np.fft.rfft(u**3)
+
+    v0 = np.fft.rfft(np.asarray(ic(grid), dtype=np.float64))
+    spectra, steps = etdrk4_solve(
+        v0, lin, nonlinear, t, dt, contour_points=contour_points, progress=progress, desc=desc
+    )
+    return _evaluate_1d(spectra, modes, x0, period, x), steps
+
+
+def allen_cahn_1d(
+    diffusion: float = 1e-4,
+    reaction: float = 5.0,
+    t: np.ndarray | None = None,
+    x: np.ndarray | None = None,
+    modes: int = AC1D_DEFAULT_MODES,
+    dt: float = AC1D_DEFAULT_DT,
+    progress: bool = True,
+    *,
+    initial_condition: ArrayFn | None = None,
+    contour_points: int = CONTOUR_POINTS,
+) -> Reference:
+    """Certified reference for `u_t = d u_xx + r (u - u³)`, `x ∈ [-1, 1)` periodic, `t ∈ [0, 1]`,
+    `u(x, 0) = x² cos(πx)` (Raissi et al. 2019 benchmark), by Fourier pseudo-spectral + ETDRK4
+    (Kassam & Trefethen 2005) with `L = -d k² + r`, `N(u) = -r u³`.
+
+    `modes` solver points on `[-1, 1)`, max step `dt`; certified against `2·modes`, `dt/2` whose
+    result is returned. Defaults: `t = linspace(0, 1, 201)`, `x = linspace(-1, 1, 512)`.
+    `initial_condition(x) -> u0` overrides the benchmark initial condition (for verification).
+    """
+    t_out = _check_times(np.linspace(0.0, 1.0, 201) if t is None else t)
+    x_out = np.linspace(-1.0, 1.0, 512) if x is None else np.asarray(x, dtype=np.float64)
+    if modes < 4 or dt <= 0:
+        raise ValueError(f"need modes >= 4 and dt > 0, got modes={modes}, dt={dt}")
+    ic = _ac1d_ic if initial_condition is None else initial_condition
+    common: dict[str, Any] = dict(contour_points=contour_points, progress=progress)
+    coarse, _ = _solve_ac1d(
+        diffusion, reaction, ic, t_out, x_out, modes, dt, desc=f"allen_cahn_1d N={modes}",
+        **common,
+    )
+    fine, steps = _solve_ac1d(
+        diffusion, reaction, ic, t_out, x_out, 2 * modes, dt / 2,
+        desc=f"allen_cahn_1d N={2 * modes}", **common,
+    )
+    return Reference(
+        t=t_out,
+        x=x_out,
+        y=None,
+        u=fine,
+        est_rel_error=rel_l2(coarse, fine),
+        meta={
+            "diffusion": float(diffusion),
+            "reaction": float(reaction),
+            "modes": 2 * modes,
+            "dt": dt / 2,
+            "steps": steps,
+            "modes_check": modes,
+            "dt_check": dt,
+            "contour_points": contour_points,
+            "default_initial_condition": int(initial_condition is None),
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Allen–Cahn 2D
+# --------------------------------------------------------------------------------------------
+
+
+def _ac2d_ic(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.sin(np.pi * x) ** 2 * np.cos(np.pi * y) ** 2 - 0.5
+
+
+def _solve_ac2d(
+    epsilon: float,
+    reaction: float,
+    ic: ArrayFn,
+    t: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    modes: int,
+    dt: float,
+    contour_points: int,
+    progress: bool,
+    desc: str,
+) -> tuple[np.ndarray, int]:
+    x0, period = 0.0, 1.0
+    grid = x0 + period * np.arange(modes) / modes
+    kx = 2 * np.pi / period * np.fft.fftfreq(modes, 1.0 / modes)
+    ky = 2 * np.pi / period * np.arange(modes // 2 + 1)
+    lin = -(epsilon**2) * (kx[:, None] ** 2 + ky[None, :] ** 2) + reaction
+
+    def nonlinear(v: np.ndarray) -> np.ndarray:
+        u = np.fft.irfft2(v, s=(modes, modes))
+        return -reaction * np.fft.rfft2(u**3)
+
+    gx, gy = np.meshgrid(grid, grid, indexing="ij")
+    v0 = np.fft.rfft2(np.asarray(ic(gx, gy), dtype=np.float64))
+    spectra, steps = etdrk4_solve(
+        v0, lin, nonlinear, t, dt, contour_points=contour_points, progress=progress, desc=desc
+    )
+    return _evaluate_2d(spectra, modes, x0, period, x, y), steps
+
+
+def allen_cahn_2d(
+    epsilon: float = 0.01,
+    t: np.ndarray | None = None,
+    n_out: int = 128,
+    modes: int = AC2D_DEFAULT_MODES,
+    dt: float = AC2D_DEFAULT_DT,
+    progress: bool = True,
+    *,
+    reaction: float = 1.0,
+    initial_condition: ArrayFn | None = None,
+    contour_points: int = CONTOUR_POINTS,
+) -> Reference:
+    """Certified reference for `u_t = ε² (u_xx + u_yy) + r (u - u³)` (`r = 1`), `(x, y) ∈ [0, 1)²`
+    periodic, `u(x, y, 0) = sin²(πx) cos²(πy) - 0.5`, by 2D Fourier pseudo-spectral + ETDRK4
+    (Kassam & Trefethen 2005) with `L = -ε² |k|² + r`, `N(u) = -r u³`.
+
+    `modes` solver points per dimension, max step `dt`; certified against `2·modes`, `dt/2` whose
+    result is returned. Output `u[t, x, y]` on `x = y = arange(n_out) / n_out`, default
+    `t = (0, .25, .5, .75, 1)`. `initial_condition(x, y) -> u0` (arrays from `meshgrid(...,
+    indexing="ij")`) overrides the benchmark initial condition (for verification).
+    """
+    t_out = _check_times(np.linspace(0.0, 1.0, 5) if t is None else t)
+    if modes < 4 or dt <= 0 or n_out < 1:
+        raise ValueError(f"need modes >= 4, dt > 0, n_out >= 1; got {modes}, {dt}, {n_out}")
+    xy = np.arange(n_out) / n_out
+    ic = _ac2d_ic if initial_condition is None else initial_condition
+    common: dict[str, Any] = dict(contour_points=contour_points, progress=progress)
+    coarse, _ = _solve_ac2d(
+        epsilon, reaction, ic, t_out, xy, xy, modes, dt,
+        desc=f"allen_cahn_2d N={modes}²", **common,
+    )
+    fine, steps = _solve_ac2d(
+        epsilon, reaction, ic, t_out, xy, xy, 2 * modes, dt / 2,
+        desc=f"allen_cahn_2d N={2 * modes}²", **common,
+    )
+    return Reference(
+        t=t_out,
+        x=xy,
+        y=xy.copy(),
+        u=fine,
+        est_rel_error=rel_l2(coarse, fine),
+        meta={
+            "epsilon": float(epsilon),
+            "reaction": float(reaction),
+            "modes": 2 * modes,
+            "dt": dt / 2,
+            "steps": steps,
+            "modes_check": modes,
+            "dt_check": dt,
+            "contour_points": contour_points,
+            "default_initial_condition": int(initial_condition is None),
+        },
+    )
+
+
+__all__ = ["allen_cahn_1d", "allen_cahn_2d", "etdrk4_coefficients", "etdrk4_solve"]

@@ -1,0 +1,294 @@
+"""The pipeline's stages: thin functions over `pinn`, one per `dvc.yaml` stage.
+
+Each stage reads `params.yaml` (validated as a whole, so a bad file stops every stage before any
+compute), reads only its declared deps, and writes only its declared outs — atomically. Paths are
+fixed here (and in dvc.yaml):
+
+    data/reference.npz                 reference     certified reference solution
+    data/collocation.npz               collocation   fixed point sets (interior, ic, bc)
+    data/export/init.npz               init          the seeded coarsest network
+    data/export/<level>.npz            train@level   deterministic export of the level's final state
+    data/checkpoints/<level>/          train@level   orbax checkpoint of the final state
+    data/train/<level>/history.csv     train@level   metrics history (DVC plots)
+    data/refined.npz                   refine 
+    data/refine/history.csv            refine
+    metrics.json, data/evaluate/       evaluate      rel_l2, max_abs; error arrays
+    report/                            report        report.md + PNGs
+
+In-progress checkpoints for resuming a killed stage live in `data/resume/<stage>/` (not a DVC
+output; removed when the stage completes) and are only reused when their fingerprint matches the
+stage's current params and inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from pinn import io
+from pinn.config import Params
+from pinn.errors import UserError
+
+log = logging.getLogger("pinn.stages")
+
+DATA = Path("data")
+REFERENCE = DATA / "reference.npz"
+COLLOCATION = DATA / "collocation.npz"
+EXPORT = DATA / "export"
+RESUME = DATA / "resume"
+REFINED = DATA / "refined.npz"
+
+
+def export_path(name: str) -> Path:
+    return EXPORT / f"{name}.npz"
+
+
+def _problem(cfg: Params):
+    from pinn.problems import make_problem
+
+    return make_problem(cfg.problem.name, **cfg.problem.coefficients)
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(cfg: Params, stage: str, inputs: list[Path]) -> str:
+    h = hashlib.sha256(cfg.model_dump_json().encode())
+    h.update(stage.encode())
+    for p in inputs:
+        h.update(_file_digest(p).encode())
+    return h.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def stage_reference(cfg: Params, out: Path = REFERENCE, progress: bool = True) -> Path:
+    ref = _problem(cfg).reference(progress=progress)
+    ref.save(out)
+    print(f"reference {cfg.problem.name}: est. rel. L2 error {ref.est_rel_error:.2e} -> {out}")
+    return out
+
+
+def stage_collocation(cfg: Params, out: Path = COLLOCATION) -> Path:
+    from pinn.sampling import collocation_points
+
+    problem = _problem(cfg)
+    c = cfg.collocation
+    lo, hi = np.asarray(problem.lower, float), np.asarray(problem.upper, float)
+    interior = collocation_points(c.method, c.num_points, lo, hi, cfg.seed)
+    ic = collocation_points(c.method, c.ic_points, lo[1:], hi[1:], cfg.seed + 1)
+    bc = collocation_points(c.method, c.bc_points, lo, hi, cfg.seed + 2)
+    with io.atomic_path(out, suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, interior=interior, ic=ic, bc=bc)
+    print(f"collocation: {len(interior)} interior, {len(ic)} initial, {len(bc)} boundary -> {out}")
+    return out
+
+
+def load_collocation(path: Path = COLLOCATION) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in ("interior", "ic", "bc")}
+    except Exception as e:
+        raise UserError(f"{path}: not a valid collocation file ({type(e).__name__}: {e})") from None
+
+
+def stage_init(cfg: Params) -> Path:
+    from pinn import cascade
+
+    problem = _problem(cfg)
+    first = cascade.level_names(cfg)[0]
+    trainer, model = cascade.make_trainer(cfg, problem, first)
+    state = cascade.state_template(trainer, model, cfg, first)
+    io.save_tree(export_path("init"), state)
+    print(f"init: {first} network -> {export_path('init')}")
+    return export_path("init")
+
+
+def load_reference(path: Path = REFERENCE):
+    from pinn.reference import Reference
+
+    try:
+        return Reference.load(path)
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing (run the reference stage first)") from None
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def _fixed_points(cfg: Params):
+    if cfg.sampling.method == "rar_d" or (
+        cfg.sampling.method == "uniform" and not cfg.sampling.uniform.resample
+    ):
+        return load_collocation()["interior"]
+    return None
+
+
+def stage_train(cfg: Params, level: str, *, progress: bool = True) -> Path:
+    """Train one cascade level from the previous level's export; resumable after a kill."""
+    from pinn import cascade
+    if level not in cfg.multilevel.levels:
+        raise UserError(f"--level {level}: not in multilevel.levels ({', '.join(cfg.multilevel.levels)})")
+    problem = _problem(cfg)
+    names = cascade.level_names(cfg)
+    source = cfg.multilevel.levels[level].init_from
+    source_path = export_path(source)
+    if not source_path.exists():
+        raise UserError(f"{source_path}: missing (run the stage that makes it first)")
+    reference = load_reference()
+    trainer, model = cascade.make_trainer(cfg, problem, level, fixed_points=_fixed_points(cfg))
+    template = cascade.state_template(trainer, model, cfg, level)
+    if source == "init":
+        state, _ = io.load_tree(source_path, template)
+        state = jax.tree_util.tree_map(jax.numpy.asarray, state)
+    else:
+        prev_trainer, prev_model = cascade.make_trainer(cfg, problem, source, fixed_points=_fixed_points(cfg))
+        prev_template = cascade.state_template(prev_trainer, prev_model, cfg, source)
+        previous, _ = io.load_tree(source_path, prev_template)
+        previous = jax.tree_util.tree_map(jax.numpy.asarray, previous)
+        state = cascade.start_level(cfg, trainer, model, level, previous)
+
+    resume_dir = RESUME / f"train-{level}"
+    fp = fingerprint(cfg, f"train-{level}", [source_path, REFERENCE])
+    ckpt = _resume_checkpointer(resume_dir, fp)
+    restored = ckpt.restore_latest(state)
+    if restored is not None:
+        step, state = restored
+        print(f"train {level}: resuming from checkpoint at step {step}")
+
+    history_path = DATA / "train" / level / "history.csv"
+    rows = _load_partial_history(resume_dir, int(state.step))
+    every = cfg.train.checkpoint_every
+
+    def on_chunk(s):
+        if int(s.step) % every == 0 or int(s.step) >= cascade.level_steps(cfg, level):
+            ckpt.save(int(s.step), s)
+            _save_partial_history(resume_dir, rows)
+
+    def on_log(row):
+        rows.append(row)
+
+    total = cascade.level_steps(cfg, level)
+    is_last = level == names[-1]
+    state, _ = cascade.train_level(
+        trainer, state, total, level=level, log_every=cfg.train.log_every, reference=reference,
+        on_log=on_log, on_chunk=on_chunk, progress=progress,
+        switch_loss_threshold=cfg.optimizer.switch_loss_threshold if is_last else None,
+    )
+    ckpt.wait()
+    _finish_level(cfg, level, state, rows, history_path)
+    ckpt.remove()
+    return export_path(level)
+
+
+def _resume_checkpointer(resume_dir: Path, fp: str):
+    from pinn.checkpoint import Checkpointer
+
+    stamp = resume_dir / "fingerprint"
+    if resume_dir.exists() and (not stamp.exists() or stamp.read_text() != fp):
+        shutil.rmtree(resume_dir)  # from other params or inputs: never resume from it
+    resume_dir.mkdir(parents=True, exist_ok=True)
+    io.write_text(stamp, fp)
+    return Checkpointer(resume_dir / "ckpt")
+
+
+def _save_partial_history(resume_dir: Path, rows: list[dict]) -> None:
+    io.write_text(resume_dir / "history.json", json.dumps(rows))
+
+
+def _load_partial_history(resume_dir: Path, step: int) -> list[dict]:
+    path = resume_dir / "history.json"
+    if step == 0 or not path.exists():
+        return []
+    rows = json.loads(path.read_text())
+    return [r for r in rows if r.get("level_step", 0) <= step]
+
+
+def write_history(path: Path, rows: list[dict]) -> None:
+    import pandas as pd
+
+    with io.atomic_path(path, suffix=".csv") as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+
+
+def _finish_level(cfg: Params, level: str, state, rows: list[dict], history_path: Path) -> None:
+    from pinn.checkpoint import Checkpointer
+
+    write_history(history_path, rows)
+    final = Checkpointer(DATA / "checkpoints" / level, max_to_keep=1)
+    final.save(int(state.step), state, wait=True)
+    final.close()
+    io.save_tree(export_path(level), state)
+    last = rows[-1] if rows else {}
+    summary = {k: v for k, v in last.items() if isinstance(v, (int, float))}
+    io.write_json(DATA / "train" / level / "metrics.json", summary)
+    print(f"train {level}: {int(state.step)} steps, loss {last.get('loss', float('nan')):.3e}, "
+          f"rel L2 {last.get('rel_l2', float('nan')):.3e} -> {export_path(level)}")
+
+
+def finest_params_template(cfg: Params, problem, dtype):
+    """Parameters pytree of the finest network, cast to `dtype` (template for loading exports)."""
+    from pinn import cascade
+    from pinn.models import cast, split
+
+    model = cascade.level_model(cfg, problem, cascade.level_names(cfg)[-1])
+    graphdef, params, rest = split(model)
+    return model, cast(params, dtype)
+
+
+def stage_evaluate(cfg: Params) -> Path:
+    """Accuracy of the refined network on the reference's full grid → metrics.json, error arrays."""
+    import jax.numpy as jnp
+
+    from pinn.evaluate import accuracy
+    from pinn.models import apply_fn, cast, split
+
+    problem = _problem(cfg)
+    reference = load_reference()
+    dtype = jnp.float64 if cfg.refine.precision == "float64" and cfg.refine.method != "none" else None
+    dtype = dtype or {"float32": jnp.float32, "float64": jnp.float64}[cfg.train.precision]
+    if dtype == jnp.float64:
+        jax.config.update("jax_enable_x64", True)
+    model, template = finest_params_template(cfg, problem, dtype)
+    params, extras = io.load_tree(REFINED, template)
+    graphdef, _, rest = split(model)
+    rest = cast(rest, dtype)
+    u = apply_fn(graphdef, rest)
+    acc = accuracy(lambda z: u(params, z), reference, dtype=dtype)
+    if not acc.finite:
+        raise RuntimeError(
+            f"evaluate: the network's predictions are not finite (rel_l2 = {acc.rel_l2}); "
+            "no metrics written"
+        )
+    metrics = {
+        "problem": cfg.problem.name,
+        "rel_l2": acc.rel_l2,
+        "max_abs": acc.max_abs,
+        "reference_est_rel_error": float(reference.est_rel_error),
+    }
+    for k, v in extras.items():
+        if v.shape == ():
+            metrics[k] = float(v)
+    out = DATA / "evaluate"
+    if cfg.evaluate.error_maps:
+        with io.atomic_path(out / "errors.npz", suffix=".npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, prediction=acc.prediction, error=acc.error, t=reference.t, x=reference.x,
+                         **({"y": reference.y} if reference.y is not None else {}))
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+    io.write_json("metrics.json", metrics)
+    print(f"evaluate: rel L2 {acc.rel_l2:.3e}, max abs {acc.max_abs:.3e} -> metrics.json")
+    return Path("metrics.json")

@@ -1,0 +1,216 @@
+"""The first-order training phase: components composed into one jitted step.
+
+A `Trainer` closes over static things (problem, network graph, sampler, balancer, optimizer) and
+exposes pure functions over a `TrainState` pytree:
+
+    state = trainer.init(params, seed)          # components' init(...)
+    state, metrics = trainer.run(state, n)      # n steps of one jitted step in a lax.scan
+
+One step (all inside jit, no Python control flow on traced values):
+    sampler.update → batch (points, weights) → loss terms L_i → total Σ w_i L_i →
+    grads → balancer.update (per-term grad norms only on its update steps) → optimizer →
+    params, unless the loss or gradient is non-finite: then the update is skipped and
+    `state.nonfinite` counts it, so divergence is caught within one step.
+The loss terms are `pde` (Σ wᵢ rᵢ² / Σ wᵢ, optionally causally weighted), `ic` (mean squared
+initial-condition mismatch) and `bc` (mean squared boundary mismatch, when the problem has one
+that the network does not satisfy by construction).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from pinn import balancing, optim, sampling
+from pinn.config import Params
+from pinn.models import apply_fn, split
+
+
+class TrainState(NamedTuple):
+    params: Any
+    opt_state: Any
+    sampler_state: Any
+    balancer_state: Any
+    key: jax.Array
+    step: jax.Array  # int32 scalar: steps taken in this phase
+    nonfinite: jax.Array  # int32 scalar: steps skipped because loss/grads were not finite
+
+
+def tree_norm(tree) -> jax.Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def tree_all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """Static description of the loss: which terms, and how the PDE term is reduced."""
+
+    term_names: tuple[str, ...]
+    exact_periodic: bool
+    causal: Any  # pinn.config.CausalConfig
+
+
+def loss_spec(cfg: Params, problem) -> LossSpec:
+    exact_periodic = cfg.model.periodic_embedding
+    names = ["pde", "ic"]
+    if problem.has_boundary_terms(exact_periodic=exact_periodic):
+        names.append("bc")
+    return LossSpec(tuple(names), exact_periodic, cfg.balancing.causal)
+
+
+def loss_terms(
+    problem,
+    spec: LossSpec,
+    u: Callable,
+    params,
+    points: jax.Array,
+    weights: jax.Array,
+    ic_x: jax.Array,
+    bc_z: jax.Array,
+) -> tuple[jax.Array, dict]:
+    """The vector of loss terms `(K,)` in `spec.term_names` order, and diagnostics."""
+
+    def field(z):
+        return u(params, z)
+
+    r = problem.residual(field, points)
+    r2 = jnp.square(r)
+    aux = {}
+    if spec.causal.enabled:
+        lo, hi = problem.lower[0], problem.upper[0]
+        pde, chunk_w = balancing.causal_residual_loss(
+            r2, points[:, 0], lo, hi, spec.causal.num_chunks, spec.causal.tolerance, weights
+        )
+        aux["causal_min_weight"] = jnp.min(chunk_w)
+    else:
+        pde = jnp.sum(weights * r2) / jnp.maximum(jnp.sum(weights), 1.0)
+    terms = [pde, jnp.mean(jnp.square(problem.ic_residual(field, ic_x)))]
+    if "bc" in spec.term_names:
+        bc = problem.boundary_residual(field, bc_z, exact_periodic=spec.exact_periodic)
+        terms.append(jnp.mean(jnp.square(bc)))
+    return jnp.stack(terms), aux
+
+
+class Trainer:
+    """One training phase (one cascade level) for a network of fixed width."""
+
+    def __init__(self, cfg: Params, problem, model, *, fixed_points=None, dtype=jnp.float32):
+        self.cfg = cfg
+        self.problem = problem
+        self.dtype = dtype
+        self.graphdef, _, self.rest = split(model)
+        self.u = apply_fn(self.graphdef, self.rest)
+        self.spec = loss_spec(cfg, problem)
+        self.term_names = self.spec.term_names
+        domain = problem.domain
+        self.lower = jnp.asarray(problem.lower, dtype)
+        self.upper = jnp.asarray(problem.upper, dtype)
+        if fixed_points is not None:
+            fixed_points = jnp.asarray(fixed_points, dtype)
+        self.sampler = sampling.make_sampler(cfg.sampling, domain, fixed_points=fixed_points)
+        self.balancer = balancing.make_balancer(cfg.balancing, self.term_names)
+        self.optimizer = optim.adam(cfg.optimizer)
+        self._run = jax.jit(self._run_impl, static_argnums=1)
+        self.compiles = 0  # traces of the jitted run (a test checks it stays at 1 per length)
+
+    # --- pure functions -------------------------------------------------------------------
+    def init(self, params, seed: int) -> TrainState:
+        key = jax.random.PRNGKey(seed)  # raw uint32 key: checkpoints as a plain array
+        k_sampler, k_state = jax.random.split(key)
+        return TrainState(
+            params=params,
+            opt_state=self.optimizer.init(params),
+            sampler_state=self.sampler.init(k_sampler),
+            balancer_state=self.balancer.init(len(self.term_names)),
+            key=k_state,
+            step=jnp.zeros((), jnp.int32),
+            nonfinite=jnp.zeros((), jnp.int32),
+        )
+
+    def residual_fn(self, params) -> Callable[[jax.Array], jax.Array]:
+        return lambda z: self.problem.residual(lambda zz: self.u(params, zz), z)
+
+    def _ic_points(self, key, n):
+        x = jax.random.uniform(key, (n, len(self.problem.lower) - 1), self.dtype)
+        return self.lower[1:] + (self.upper[1:] - self.lower[1:]) * x
+
+    def _interior_points(self, key, n):
+        z = jax.random.uniform(key, (n, len(self.problem.lower)), self.dtype)
+        return self.lower + (self.upper - self.lower) * z
+
+    def step(self, state: TrainState) -> tuple[TrainState, dict]:
+        cfg = self.cfg
+        key, k_sample, k_ic, k_bc = jax.random.split(state.key, 4)
+        sampler_state = self.sampler.update(
+            state.sampler_state, k_sample, state.step, self.residual_fn(state.params)
+        )
+        points, weights = self.sampler.batch(sampler_state)
+        ic_x = self._ic_points(k_ic, cfg.sampling.ic_batch_size)
+        bc_z = self._interior_points(k_bc, cfg.sampling.bc_batch_size)
+        data = (points, weights, ic_x, bc_z)
+
+        def terms_of(p):
+            return loss_terms(self.problem, self.spec, self.u, p, *data)
+
+        w = self.balancer.weights(state.balancer_state)
+
+        def total(p):
+            terms, aux = terms_of(p)
+            return jnp.dot(w.astype(terms.dtype), terms), (terms, aux)
+
+        (loss, (terms, aux)), grads = jax.value_and_grad(total, has_aux=True)(state.params)
+
+        def grad_norms():
+            jac = jax.jacrev(lambda p: terms_of(p)[0])(state.params)
+            sq = sum(
+                jnp.sum(jnp.square(x).reshape(x.shape[0], -1), axis=1)
+                for x in jax.tree_util.tree_leaves(jac)
+            )
+            return jnp.sqrt(sq)
+
+        balancer_state = self.balancer.update(state.balancer_state, state.step, terms, grad_norms)
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        new_params = optax.apply_updates(state.params, updates)
+        ok = jnp.isfinite(loss) & tree_all_finite(grads)
+        keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
+        new_state = TrainState(
+            params=keep(new_params, state.params),
+            opt_state=keep(opt_state, state.opt_state),
+            sampler_state=keep(sampler_state, state.sampler_state),
+            balancer_state=keep(balancer_state, state.balancer_state),
+            key=key,
+            step=state.step + 1,
+            nonfinite=state.nonfinite + jnp.where(ok, 0, 1).astype(jnp.int32),
+        )
+        metrics = {"loss": loss, "grad_norm": tree_norm(grads)}
+        for i, name in enumerate(self.term_names):
+            metrics[f"loss_{name}"] = terms[i]
+            metrics[f"weight_{name}"] = w[i]
+        metrics.update(aux)
+        metrics.update(self.sampler.stats(sampler_state, state.step))
+        return new_state, metrics
+
+    def _run_impl(self, state: TrainState, num_steps: int):
+        self.compiles += 1
+
+        def body(s, _):
+            s, m = self.step(s)
+            return s, m
+
+        state, metrics = jax.lax.scan(body, state, None, length=num_steps)
+        last = jax.tree_util.tree_map(lambda x: x[-1], metrics)
+        return state, last
+
+    def run(self, state: TrainState, num_steps: int) -> tuple[TrainState, dict]:
+        """`num_steps` jitted steps; returns the new state and the last step's metrics."""
+        return self._run(state, int(num_steps))
+
+    def field(self, params) -> Callable[[jax.Array], jax.Array]:
+        return lambda z: self.u(params, z)
