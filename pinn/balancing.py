@@ -156,7 +156,9 @@ def fixed(weights: Sequence[float], term_names: Optional[Sequence[str]] = None) 
     for i, w in enumerate(weights):
         if not (w >= 0 and w < float("inf")):
             raise ValueError(f"weights[{i}] = {w}: must be finite and >= 0")
-    names = tuple(term_names) if term_names is not None else tuple(f"term{i}" for i in range(len(weights)))
+    if term_names is None:
+        term_names = [f"term{i}" for i in range(len(weights))]
+    names = tuple(term_names)
     if len(names) != len(weights):
         raise ValueError(f"term_names {names}: must have one name per weight ({len(weights)})")
 
@@ -261,7 +263,7 @@ def grad_ratio_targets(grad_norms: Array, previous: Array) -> Array:
     A term with zero gradient norm carries no information and keeps its `previous` weight.
     (jaxpi's code uses the mean instead of the sum, i.e. λ̂/K; only the overall scale differs.)
     """
-    return _safe_divide(jnp.sum(grad_norms), grad_norms, previous)
+    return _safe_divide(jnp.mean(grad_norms), grad_norms, previous)
 
 
 def grad_ratio(term_names: Sequence[str], cfg: GradRatioConfig) -> Balancer:
@@ -304,7 +306,9 @@ def make_balancer(cfg: BalancingConfig, term_names: Sequence[str]) -> Balancer:
         return gradnorm(names, cfg.gradnorm)
     if cfg.method == "grad_ratio":
         return grad_ratio(names, cfg.grad_ratio)
-    raise ValueError(f"balancing.method = {cfg.method!r}: must be one of fixed, gradnorm, grad_ratio")
+    raise ValueError(
+        f"balancing.method = {cfg.method!r}: must be one of fixed, gradnorm, grad_ratio"
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -334,6 +338,8 @@ def causal_residual_loss(
     """
     if num_chunks <= 0:
         raise ValueError(f"num_chunks = {num_chunks}: must be > 0")
+    if isinstance(t_min, (int, float)) and isinstance(t_max, (int, float)) and not t_max > t_min:
+        raise ValueError(f"t_max = {t_max}: must be > t_min ({t_min})")
     r2 = jnp.asarray(r2)
     t = jnp.asarray(t)
     v = jnp.ones_like(r2) if weights is None else jnp.asarray(weights, r2.dtype)

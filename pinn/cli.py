@@ -94,8 +94,8 @@ def stage(
         if level is None:
             raise UserError("stage train: --level is required (one of multilevel.levels)")
         stages.stage_train(cfg, level, progress=progress)
-    elif name is StageName.reference:
-        stages.stage_reference(cfg, progress=progress)
+    elif name in (StageName.reference, StageName.refine):
+        getattr(stages, f"stage_{name.value}")(cfg, progress=progress)
     else:
         getattr(stages, f"stage_{name.value}")(cfg)
 

@@ -188,7 +188,8 @@ def stage_train(cfg: Params, level: str, *, progress: bool = True) -> Path:
         switch_loss_threshold=cfg.optimizer.switch_loss_threshold if is_last else None,
     )
     ckpt.wait()
-    _finish_level(cfg, level, state, rows, history_path)
+    points, weights = trainer.sampler.batch(state.sampler_state)
+    _finish_level(cfg, level, state, rows, history_path, np.asarray(points), np.asarray(weights))
     ckpt.remove()
     return export_path(level)
 
@@ -223,10 +224,16 @@ def write_history(path: Path, rows: list[dict]) -> None:
         pd.DataFrame(rows).to_csv(tmp, index=False)
 
 
-def _finish_level(cfg: Params, level: str, state, rows: list[dict], history_path: Path) -> None:
+def _finish_level(
+    cfg: Params, level: str, state, rows: list[dict], history_path: Path,
+    points: np.ndarray, weights: np.ndarray,
+) -> None:
     from pinn.checkpoint import Checkpointer
 
     write_history(history_path, rows)
+    with io.atomic_path(history_path.parent / "samples.npz", suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, points=points, weights=weights)
     final = Checkpointer(DATA / "checkpoints" / level, max_to_keep=1)
     final.save(int(state.step), state, wait=True)
     final.close()
@@ -292,3 +299,50 @@ def stage_evaluate(cfg: Params) -> Path:
     io.write_json("metrics.json", metrics)
     print(f"evaluate: rel L2 {acc.rel_l2:.3e}, max abs {acc.max_abs:.3e} -> metrics.json")
     return Path("metrics.json")
+
+
+def stage_refine(cfg: Params, *, progress: bool = True) -> Path:
+    """Quasi-Newton refinement of the finest level on the collocation set → data/refined.npz."""
+    from pinn import cascade
+    from pinn.refine import refine
+
+    problem = _problem(cfg)
+    finest = cascade.level_names(cfg)[-1]
+    source = export_path(finest)
+    if not source.exists():
+        raise UserError(f"{source}: missing (run the train stages first)")
+    trainer, model = cascade.make_trainer(cfg, problem, finest, fixed_points=_fixed_points(cfg))
+    template = cascade.state_template(trainer, model, cfg, finest)
+    state, _ = io.load_tree(source, template)
+    state = jax.tree_util.tree_map(jax.numpy.asarray, state)
+    weights = np.asarray(trainer.balancer.weights(state.balancer_state))
+    reference = load_reference()
+    rows: list[dict] = []
+    if cfg.refine.method == "none" or cfg.refine.iterations == 0:
+        params = state.params
+    else:
+        params, rows, _ = refine(
+            cfg, problem, trainer.graphdef, trainer.rest, state.params, weights,
+            load_collocation(), reference=reference, on_log=rows.append, progress=progress,
+        )
+    write_history(DATA / "refine" / "history.csv", rows or [{"iteration": 0, "loss": float("nan"),
+                                                            "rel_l2": float("nan"), "wall_s": 0.0,
+                                                            "method": cfg.refine.method}])
+    final_loss = rows[-1]["loss"] if rows else float("nan")
+    if rows and not np.isfinite(final_loss):
+        raise RuntimeError(f"refine: loss is not finite ({final_loss}); nothing written")
+    io.save_tree(REFINED, params, refine_iterations=np.asarray(rows[-1]["iteration"] if rows else 0))
+    if rows:
+        print(f"refine {cfg.refine.method}: {rows[-1]['iteration']} iterations, loss {final_loss:.3e}, "
+              f"rel L2 {rows[-1].get('rel_l2', float('nan')):.3e} -> {REFINED}")
+    else:
+        print(f"refine: skipped (method {cfg.refine.method}) -> {REFINED}")
+    return REFINED
+
+
+def stage_report(cfg: Params) -> Path:
+    from pinn.report import stage_report as build
+
+    path = build(cfg, Path("."))
+    print(f"report: {path.absolute()}")
+    return path

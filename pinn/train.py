@@ -60,7 +60,8 @@ class LossSpec:
 def loss_spec(cfg: Params, problem) -> LossSpec:
     exact_periodic = cfg.model.periodic_embedding
     names = ["pde", "ic"]
-    if problem.has_boundary_terms(exact_periodic=exact_periodic):
+    spatial = range(1, len(problem.lower))
+    if any(not problem.periodic[i] or not exact_periodic for i in spatial):
         names.append("bc")
     return LossSpec(tuple(names), exact_periodic, cfg.balancing.causal)
 

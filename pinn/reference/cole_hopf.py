@@ -54,21 +54,45 @@ def _log_orthonormal_hermite(n: int, z: np.ndarray) -> tuple[np.ndarray, np.ndar
     return prev, cur, log_scale
 
 
+def _jacobi_eigenvalues_bisection(n: int, width: float = 1e-7) -> np.ndarray:
+    """Eigenvalues of the Hermite Jacobi matrix (zero diagonal, off-diagonal `sqrt(k/2)`) to
+    `width`, all at once by Sturm-sequence bisection (pure numpy, no LAPACK/BLAS threads)."""
+    b2 = np.arange(1, n) / 2.0
+    bound = np.sqrt(2.0 * n)  # Gershgorin
+    k = np.arange(n)
+    lo, hi = np.full(n, -bound), np.full(n, bound)
+    tiny = np.finfo(np.float64).tiny
+    for _ in range(math.ceil(math.log2(2 * bound / width))):
+        mid = (lo + hi) / 2
+        d = -mid
+        count = (d < 0).astype(np.int64)
+        with np.errstate(over="ignore"):  # |d| -> inf is harmless: only its sign is used
+            for j in range(n - 1):
+                d = np.where(d == 0, tiny, d)
+                d = -mid - b2[j] / d
+                count += d < 0
+        above = count > k  # eigenvalue k lies below mid
+        hi = np.where(above, mid, hi)
+        lo = np.where(above, lo, mid)
+    return (lo + hi) / 2
+
+
 def gauss_hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Nodes `z` and LOG weights `log w` of the n-point Gauss–Hermite rule (weight `e^{-z²}`).
 
     `numpy.polynomial.hermite.hermgauss` for `n <= 300` (it overflows beyond ~370 nodes). For larger
-    `n`: Golub–Welsch nodes (eigenvalues of the Jacobi matrix) refined by one Newton step, and
-    weights `w_i = 1 / (n p_{n-1}(z_i)²)` in log form from the rescaled recurrence, so the tiny
-    outer weights keep full relative accuracy (they matter: `f` can be `e^{100}` times larger there).
+    `n`: Golub–Welsch nodes (eigenvalues of the Jacobi matrix, by Sturm bisection) refined by
+    Newton steps, and weights `w_i = 1 / (n p_{n-1}(z_i)²)` in log form from the rescaled
+    recurrence, so the tiny outer weights keep full relative accuracy (they matter: `f` can be
+    `e^{100}` times larger there).
     """
     if n <= 300:
         z, w = hermgauss(n)
         return z, np.log(w)
-    off = np.sqrt(np.arange(1, n) / 2.0)
-    z = np.linalg.eigvalsh(np.diag(off, 1) + np.diag(off, -1))
-    p_nm1, p_n, _ = _log_orthonormal_hermite(n, z)
-    z = z - p_n / (np.sqrt(2.0 * n) * p_nm1)  # Newton: p_n' = sqrt(2n) p_{n-1}
+    z = _jacobi_eigenvalues_bisection(n)
+    for _ in range(3):  # Newton: p_n' = sqrt(2n) p_{n-1}
+        p_nm1, p_n, _ = _log_orthonormal_hermite(n, z)
+        z = z - p_n / (np.sqrt(2.0 * n) * p_nm1)
     z = (z - z[::-1]) / 2
     p_nm1, _, log_scale = _log_orthonormal_hermite(n, z)
     logw = -np.log(n) - 2 * (np.log(np.abs(p_nm1)) + log_scale)

@@ -13,6 +13,7 @@ deterministic (fixed zip timestamps, keys in sorted order), so identical solves 
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import zipfile
@@ -27,12 +28,17 @@ _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
 def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
-    """Relative L2 difference `||a - b||_2 / ||b||_2` over all entries (`b` is the reference)."""
+    """Relative L2 difference `||a - b||_2 / ||b||_2` over all entries (`b` is the reference;
+    `0/0` is taken as 0, `x/0` as inf)."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"rel_l2: shape mismatch {a.shape} vs {b.shape}")
-    return float(np.linalg.norm((a - b).ravel()) / np.linalg.norm(b.ravel()))
+    num = float(np.linalg.norm((a - b).ravel()))
+    den = float(np.linalg.norm(b.ravel()))
+    if den == 0.0:
+        return 0.0 if num == 0.0 else math.inf
+    return num / den
 
 
 def _as_axis(name: str, value: Any) -> np.ndarray:

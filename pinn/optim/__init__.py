@@ -1,0 +1,35 @@
+"""Optimizers: Adam with warm-up and decay, and quasi-Newton refinement (L-BFGS, dense BFGS,
+self-scaled BFGS and self-scaled Broyden) run in blocks compiled once. See the submodules."""
+
+from pinn.optim.adam import adam, learning_rate_schedule, should_switch
+from pinn.optim.quasi_newton import (
+    CONVERGED,
+    IDLE,
+    RESTARTED,
+    STEPPED,
+    STOPPED,
+    QuasiNewtonBlockInfo,
+    QuasiNewtonRunner,
+    lbfgs,
+    qn_block,
+    qn_reset_cache,
+    quasi_newton_runner,
+    refine_optimizer,
+    run_quasi_newton,
+)
+from pinn.optim.ssbroyden import (
+    ScaleByDenseQuasiNewtonState,
+    SelfScaledCoefficients,
+    inverse_hessian_update,
+    scale_by_dense_quasi_newton,
+    self_scaled_coefficients,
+    ssbroyden,
+)
+
+__all__ = [
+    "CONVERGED", "IDLE", "RESTARTED", "STEPPED", "STOPPED",
+    "QuasiNewtonBlockInfo", "QuasiNewtonRunner", "ScaleByDenseQuasiNewtonState", "SelfScaledCoefficients",
+    "adam", "inverse_hessian_update", "lbfgs", "learning_rate_schedule", "qn_block", "qn_reset_cache",
+    "quasi_newton_runner", "refine_optimizer", "run_quasi_newton", "scale_by_dense_quasi_newton",
+    "self_scaled_coefficients", "should_switch", "ssbroyden",
+]
