@@ -117,7 +117,8 @@ def main() -> None:
                       f"(first call {fns[route][1]:5.2f} s, rel diff vs jvp {rel[route]:.1e})",
                       flush=True)
 
-    print("\nmedian ms (min ms)\n| problem | net | N | jvp | jet | naive |\n|---|---|---|---|---|---|")
+    print("\nmedian ms (min ms)")
+    print("| problem | net | N | jvp | jet | naive |\n|---|---|---|---|---|---|")
     for depth, width, n in CASES:
         for name in PROBLEMS:
             cells = [f"{r['median_ms']:.2f} ({r['min_ms']:.2f})" for r in rows

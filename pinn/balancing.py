@@ -263,7 +263,7 @@ def grad_ratio_targets(grad_norms: Array, previous: Array) -> Array:
     A term with zero gradient norm carries no information and keeps its `previous` weight.
     (jaxpi's code uses the mean instead of the sum, i.e. λ̂/K; only the overall scale differs.)
     """
-    return _safe_divide(jnp.mean(grad_norms), grad_norms, previous)
+    return _safe_divide(jnp.sum(grad_norms), grad_norms, previous)
 
 
 def grad_ratio(term_names: Sequence[str], cfg: GradRatioConfig) -> Balancer:

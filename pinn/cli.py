@@ -21,7 +21,10 @@ import typer
 
 from pinn.errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="PINN training pipeline.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="PINN training pipeline.",
+)
 
 
 class ProblemName(str, Enum):
@@ -73,6 +76,7 @@ def reference(
     from pinn.problems import make_problem
 
     ref = make_problem(problem.value).reference(progress=not quiet)
+    out.parent.mkdir(parents=True, exist_ok=True)
     ref.save(out)
     typer.echo(f"{problem.value}: est. rel. L2 error {ref.est_rel_error:.2e} -> {out}")
 

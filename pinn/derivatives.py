@@ -8,11 +8,13 @@ Two interchangeable routes (`method=`):
 
 - ``"jvp"`` — nested `jax.jvp`: the inner jvp gives `(u, u_i)`, the outer jvp of that gives
   `(u_i, u_ii)`, so one nested pass returns `u, u_i, u_ii` (XLA merges the duplicated `u_i`
-  stream and the primal shared between axes under `jit`).
+  stream under `jit`).
 - ``"jet"`` — Taylor mode (`jax.experimental.jet`) with input series `([e_i], [0])`: one call
   propagates the second-order Taylor polynomial and returns `u, [u_i, u_ii]`.
 
-`DEFAULT_METHOD` is the faster one on CPU (`benchmarks/derivatives.py`).
+`value_and_derivs` stacks the directions of one derivative order on a vmapped leading axis, so
+the primal is evaluated once and each layer's tangent streams are a single larger matmul.
+`DEFAULT_METHOD` is the faster route on CPU (`benchmarks/derivatives.py`: nested jvp).
 """
 
 from __future__ import annotations

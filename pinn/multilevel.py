@@ -8,8 +8,8 @@ layer (same depth, embedding and Fourier features at every level). Moving to the
   freshly initialized wider network, new units keep their random incoming weights, bias and scale,
   and every weight that *reads* a new unit is set to zero, so `u_fine(z) == u_coarse(z)`.
 - `prolongate_adam_state` carries the Adam state over (`mu`, `nu`, step counts) and seeds the new
-  entries so their first update is at most `lr` in size, instead of Adam's `~(1-b1)/sqrt(1-b2) lr
-  = 3.16 lr` step for a fresh entry when the step count is large (no bias correction left).
+  entries so they move like their trained neighbours (first update `≈ 0.1 ρ lr`, `ρ ≤ 1`) instead
+  of Adam's `(1-b1)/sqrt(1-b2) lr = 3.16 lr` step for a fresh entry when the step count is large.
 
 Both are called once per level transfer, eagerly, outside the jitted training step; they return
 pytrees with exactly the structure, shapes and dtypes that `init` of the fine level would give, so
@@ -144,30 +144,51 @@ def _is_adam_state(node: Any, coarse_def: jax.tree_util.PyTreeDef) -> bool:
     )
 
 
+def _typical_step_ratio(mu: jax.Array, nu: jax.Array, count: jax.Array, b1: float, b2: float):
+    """`ρ = median |m̂| / √v̂` over a leaf's trained entries, clipped to [1e-3, 1]: how large a step,
+    in units of `lr`, Adam currently takes there (≈1 while the gradient keeps its sign, ≪1 once it
+    oscillates near a minimum)."""
+    t = jnp.asarray(count, nu.dtype)
+    m_hat = jnp.abs(mu) / (1.0 - jnp.power(jnp.asarray(b1, nu.dtype), t))
+    v_hat = nu / (1.0 - jnp.power(jnp.asarray(b2, nu.dtype), t))
+    ratio = m_hat / (jnp.sqrt(v_hat) + jnp.finfo(nu.dtype).tiny)
+    return jnp.clip(jnp.nan_to_num(jnp.median(ratio)), 1e-3, 1.0)
+
+
 def prolongate_adam_state(
     coarse_opt_state: PyTree,
     coarse_params: PyTree,
     fine_params: PyTree,
     fine_grads: PyTree | None = None,
     *,
+    b1: float = 0.9,
     b2: float = 0.999,
 ) -> PyTree:
-    """Carry an optax state from the coarse to the fine level so training goes on without a jump.
+    """Carry an optax state from the coarse to the fine level: no loss jump, new units not frozen.
 
     Walks the state pytree (`optax.adam`, any `optax.chain`, `optax.inject_hyperparams`, schedule
     states); scalars such as step counts pass through unchanged (a learning-rate schedule continues
-    where the coarse level left it). Old entries keep their `mu`, `nu`. For the new entries of an
-    Adam state `(count=t, mu, nu)` (Kingma & Ba 2015: `m ← b1 m + (1-b1) g`, `v ← b2 v + (1-b2) g²`,
-    step `lr m̂/√v̂` with `m̂ = m/(1-b1^t)`, `v̂ = v/(1-b2^t)`):
+    where the coarse level left it). Old entries keep their `mu`, `nu`, so they take exactly the
+    steps the coarse network would have taken. Adam (Kingma & Ba 2015) with carried count `t`:
+    `m ← b1 m + (1-b1) g`, `v ← b2 v + (1-b2) g²`, step `lr m̂/√v̂`, `m̂ = m/(1-b1^t)`,
+    `v̂ = v/(1-b2^t)`. With `m = v = 0` and a large `t` a new entry's first step is
+    `(1-b1)/√(1-b2) lr sign(g) ≈ 3.16 lr` on every new entry at once: the loss jumps (×50–×3000
+    measured). New entries of an Adam state `(count, mu, nu)` are seeded instead with
 
-    - `mu_new = 0`: momentum builds up over `~1/(1-b1)` steps, so the first update of a new entry
-      is `(1-b1)/(1-b1^(t+1)) lr ≤ lr` instead of Adam's fresh-entry `3.16 lr sign(g)`;
-    - `nu_new = (1 - b2^t) g²` with `g = fine_grads` (the loss gradient at the prolongated params,
-      computed by the caller): the same bias convention as the old entries, so `v̂ = g²` at the
-      next step. Without `fine_grads`, `nu_new` is the mean of the old `nu` of the same leaf.
-      `b2` must be the optimizer's `b2`. Entries with zero gradient at transfer (the new units'
-      incoming weights, see `prolongate`) get `nu_new = 0`; their first updates come after their
-      outgoing weights have left zero, where they change `u` only to second order.
+    - `mu_new = 0`: momentum builds up over `~1/(1-b1)` steps;
+    - `nu_new = (1-b2^t) g² / ρ²`, `g = fine_grads` (loss gradient at the prolongated params,
+      computed by the caller), `ρ` the median `|m̂|/√v̂` of the trained entries of the same leaf
+      (clipped to [1e-3, 1]). Then `v̂ = g²/ρ²` at the next step: a new entry moves like its
+      trained neighbours, first step `≈ (1-b1) ρ lr ≤ 0.1 lr`, then `≈ ρ lr`, growing towards Adam's
+      usual `lr` as `nu` forgets the seed (time constant `1/(1-b2)` steps). `b1`, `b2` must be
+      the optimizer's.
+
+    Entries with zero gradient at transfer (the new units' incoming weights, see `prolongate`) get
+    `nu_new = 0`: they move fast once they receive gradient, which changes `u` only to second order
+    while the outgoing weights are still small. Seeding `nu` more cautiously (the leaf's mean or
+    max old `nu`) avoids every transient but leaves the new units nearly dormant: measured, the
+    wide network then only tracks the coarse one. Without `fine_grads`, `nu_new` is the mean old
+    `nu` of the leaf — that conservative, slow variant; pass `fine_grads`.
 
     Any other subtree shaped like the params (another transform's trace) gets zeros for its new
     entries. The result has the structure, shapes and dtypes of `opt.init(fine_params)`.
@@ -182,23 +203,27 @@ def prolongate_adam_state(
             lambda c, f: _embed_with_fill(c, jnp.zeros(f.shape, c.dtype)), coarse, fine_params
         )
 
-    def seeded_nu(nu: PyTree, count: jax.Array) -> PyTree:
-        def leaf(c: jax.Array, f: jax.Array, g: jax.Array | None) -> jax.Array:
-            fill = jnp.full(f.shape, jnp.mean(c), c.dtype)
-            if g is not None:
-                bias = 1.0 - jnp.power(jnp.asarray(b2, c.dtype), jnp.asarray(count, c.dtype))
-                fill = jnp.maximum(fill, bias * jnp.square(g.astype(c.dtype)))
-            return _embed_with_fill(c, fill)
+    def seeded_nu(mu: PyTree, nu: PyTree, count: jax.Array) -> PyTree:
+        if fine_grads is None:
+            return jax.tree_util.tree_map(
+                lambda c, f: _embed_with_fill(c, jnp.full(f.shape, jnp.mean(c), c.dtype)),
+                nu,
+                fine_params,
+            )
 
-        grads = fine_grads if fine_grads is not None else jax.tree_util.tree_map(lambda _: None, fine_params)
-        return jax.tree_util.tree_map(leaf, nu, fine_params, grads, is_leaf=lambda x: x is None)
+        def leaf(m: jax.Array, v: jax.Array, g: jax.Array) -> jax.Array:
+            bias = 1.0 - jnp.power(jnp.asarray(b2, v.dtype), jnp.asarray(count, v.dtype))
+            rho = _typical_step_ratio(m, v, count, b1, b2)
+            return _embed_with_fill(v, bias * jnp.square(g.astype(v.dtype)) / jnp.square(rho))
+
+        return jax.tree_util.tree_map(leaf, mu, nu, fine_grads)
 
     def carry(node: Any) -> Any:
         if _is_adam_state(node, coarse_def):
-            return node._replace(mu=zeros_fill(node.mu), nu=seeded_nu(node.nu, node.count))
+            return node._replace(mu=zeros_fill(node.mu), nu=seeded_nu(node.mu, node.nu, node.count))
         if jax.tree_util.tree_structure(node) == coarse_def:
             return zeros_fill(node)
-        return node  # a leaf that is not part of a params-shaped subtree (count, hyperparameter)
+        return node  # a leaf outside any params-shaped subtree (a count, a hyperparameter)
 
     def is_params_like(node: Any) -> bool:
         return _is_adam_state(node, coarse_def) or (

@@ -76,6 +76,7 @@ def fingerprint(cfg: Params, stage: str, inputs: list[Path]) -> str:
 
 def stage_reference(cfg: Params, out: Path = REFERENCE, progress: bool = True) -> Path:
     ref = _problem(cfg).reference(progress=progress)
+    out.parent.mkdir(parents=True, exist_ok=True)
     ref.save(out)
     print(f"reference {cfg.problem.name}: est. rel. L2 error {ref.est_rel_error:.2e} -> {out}")
     return out

@@ -31,7 +31,8 @@ def field(z):
 
 def analytic(z):
     t, x, y = (np.asarray(z[:, i]) for i in range(3))
-    s, c, e, cy, sy = np.sin(A * x + PHI), np.cos(A * x + PHI), np.exp(-B * t), np.cos(C * y), np.sin(C * y)
+    s, c, e = np.sin(A * x + PHI), np.cos(A * x + PHI), np.exp(-B * t)
+    cy, sy = np.cos(C * y), np.sin(C * y)
     return dict(
         u=s * e * cy + t**2 * x**3,
         u_t=-B * s * e * cy + 2 * t * x**3,

@@ -34,6 +34,13 @@ def points(problem, n=64, seed=0, dtype=jnp.float32):
     return lo + (hi - lo) * jax.random.uniform(jax.random.key(seed), (n, len(problem.lower)), dtype)
 
 
+def jitted(model):
+    """`model` as one compiled function (faster than op-by-op eager calls in tests)."""
+    graphdef, params, rest = split(model)
+    f = jax.jit(apply_fn(graphdef, rest))
+    return lambda z: f(params, z)
+
+
 def at_walls(problem, z, axis):
     return z.at[:, axis].set(problem.lower[axis]), z.at[:, axis].set(problem.upper[axis])
 
@@ -59,8 +66,10 @@ def test_output_shape(name, extra):
 def test_exact_periodicity_f32(name, fourier_features):
     problem = make_problem(name)
     z = points(problem)
-    model = make_model(cfg(fourier_features=fourier_features, fourier_scale=2.0), problem, seed=1)
-    plain = make_model(cfg(periodic_embedding=False), problem, seed=1)
+    model = jitted(
+        make_model(cfg(fourier_features=fourier_features, fourier_scale=2.0), problem, seed=1)
+    )
+    plain = jitted(make_model(cfg(periodic_embedding=False), problem, seed=1))
     for axis in problem.spatial_axes:
         lo, hi = at_walls(problem, z, axis)
         np.testing.assert_allclose(model(lo), model(hi), rtol=0, atol=1e-6)
@@ -71,7 +80,7 @@ def test_exact_periodicity_f64():
     with jax.enable_x64(True):
         problem = make_problem("allen_cahn_2d")
         z = points(problem, dtype=jnp.float64)
-        model = make_model(cfg(rwf=True), problem, seed=2, dtype=jnp.float64)
+        model = jitted(make_model(cfg(rwf=True), problem, seed=2, dtype=jnp.float64))
         for axis in (1, 2):
             lo, hi = at_walls(problem, z, axis)
             out_lo, out_hi = model(lo), model(hi)
@@ -94,7 +103,8 @@ def test_periodic_embedding_flag():
     assert make_model(cfg(), problem, seed=0).embedding.periodic == (False, True, True)
     off = make_model(cfg(periodic_embedding=False), problem, seed=0)
     assert off.embedding.periodic == (False, False, False)
-    assert make_model(cfg(), make_problem("burgers_1d"), seed=0).embedding.periodic == (False, False)
+    burgers = make_model(cfg(), make_problem("burgers_1d"), seed=0)
+    assert burgers.embedding.periodic == (False, False)
 
 
 def test_fourier_features_not_trainable():
@@ -111,7 +121,7 @@ def test_fourier_features_not_trainable():
     # gradients flow only to params, and the fixed B is untouched by a parameter update
     u = apply_fn(graphdef, rest)
     z = points(problem, 8)
-    grads = jax.grad(lambda p: jnp.sum(u(p, z) ** 2))(params)
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(u(p, z) ** 2)))(params)
     assert jax.tree_util.tree_structure(grads) == jax.tree_util.tree_structure(params)
 
 
@@ -189,7 +199,8 @@ def test_split_apply_cast_roundtrip():
     graphdef, params, rest = split(model)
     u = apply_fn(graphdef, rest)
     z = points(problem, 9)
-    np.testing.assert_allclose(jax.jit(u)(params, z), model(z), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(jax.jit(u)(params, z), nnx.jit(lambda m, z: m(z))(model, z),
+                               rtol=1e-6, atol=1e-6)
     with jax.enable_x64(True):
         p64 = cast(params, jnp.float64)
         assert all(leaf.dtype == jnp.float64 for leaf in jax.tree_util.tree_leaves(p64))

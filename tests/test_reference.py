@@ -194,14 +194,14 @@ def test_reference_validates_shapes() -> None:
 # ------------------------------------------------------------------------------------------
 
 
-def _burgers_brute(x: float, t: float, points: int = 40_001) -> float:
+def _burgers_brute(x: float, t: float, points: int = 40_001, nu: float = NU) -> float:
     """Cole–Hopf ratio on the original variable eta by a fine trapezoid rule (integrand decays
     like a Gaussian, so the rule is spectrally accurate), exponent shifted by its maximum."""
-    s = math.sqrt(4 * NU * t)
-    half_width = s * math.sqrt(100 + 1 / (np.pi * NU))  # beyond it the integrand is < e^-100
+    s = math.sqrt(4 * nu * t)
+    half_width = s * math.sqrt(100 + 1 / (np.pi * nu))  # beyond it the integrand is < e^-100
     eta = np.linspace(-half_width, half_width, points)
     y = np.pi * (x - eta)
-    expo = -np.cos(y) / (2 * np.pi * NU) - eta**2 / (4 * NU * t)
+    expo = -np.cos(y) / (2 * np.pi * nu) - eta**2 / (4 * nu * t)
     g = np.exp(expo - expo.max())
     return float(-np.trapezoid(np.sin(y) * g, eta) / np.trapezoid(g, eta))
 
@@ -261,6 +261,15 @@ def test_gauss_hermite_large_n_path() -> None:
     a = ch.cole_hopf(NU, t, x, 400, progress=False)
     b = ch.cole_hopf(NU, t, x, 128, progress=False)
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-13)
+
+
+def test_cole_hopf_small_viscosity_needs_shift_and_many_nodes() -> None:
+    """nu = 2e-4: exp(1/(2 pi nu)) = e^796 overflows without the max shift, and the shock layer
+    needs > 300 nodes (the Golub–Welsch/log-weight path); 512 nodes match brute force."""
+    nu = 2e-4
+    for x, t in [(0.3, 0.2), (0.001, 0.5), (0.0005, 1.0), (0.9, 0.1), (-0.97, 0.6)]:
+        got = ch.cole_hopf(nu, np.array([t]), np.array([x]), 512, progress=False)[0, 0]
+        assert got == pytest.approx(_burgers_brute(x, t, 200_001, nu), abs=1e-12), (x, t)
 
 
 def test_burgers_properties() -> None:

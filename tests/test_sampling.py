@@ -136,7 +136,7 @@ def test_uniform_fixed_points_whole_set_or_subset():
 # RAD
 
 
-def rad_batch(cfg, residual_fn, batch_size=2048):
+def rad_batch(cfg, residual_fn, batch_size=1024):
     s = sampling.rad(DOMAIN, batch_size, cfg)
     state, (pts, _), _ = step_fn(s, residual_fn)(s.init(jax.random.key(0)), jnp.int32(0))
     return s, state, np.asarray(pts)
@@ -144,13 +144,13 @@ def rad_batch(cfg, residual_fn, batch_size=2048):
 
 def test_rad_large_c_is_uniform_and_small_c_concentrates():
     # large c: p ∝ |r|/mean|r| + c is flat, so each axis passes a KS test against uniform
-    _, _, pts = rad_batch(RADConfig(k=1.0, c=1e6, pool_size=8192), jbump)
+    _, _, pts = rad_batch(RADConfig(k=1.0, c=1e6, pool_size=4096), jbump)
     for axis in range(2):
         unit = (pts[:, axis] - LOWER[axis]) / (UPPER[axis] - LOWER[axis])
         assert sps.kstest(unit, "uniform").pvalue > 1e-2
 
     # c = 0, k = 1: p ∝ |r| concentrates on the bump, and fails the uniformity test
-    s, state, pts = rad_batch(RADConfig(k=1.0, c=0.0, pool_size=8192), jbump)
+    s, state, pts = rad_batch(RADConfig(k=1.0, c=0.0, pool_size=4096), jbump)
     stats = s.stats(state, jnp.int32(0))
     batch_mean = np.abs(bump(pts)).mean()
     pool_mean = float(stats["pool_mean_residual"])

@@ -169,7 +169,8 @@ def qn_block(params: optax.Params, opt_state: optax.OptState, num_steps: jax.Arr
         def no_step(_):
             status = jnp.where(in_range & ~stopped & bad_start, STOPPED,
                                jnp.where(in_range & ~stopped & converged, CONVERGED, IDLE))
-            return params, state, value, jnp.zeros_like(value), jnp.asarray(status)
+            cached = _cast_like(optax.tree.set(state, value=value, grad=grad), state)
+            return params, cached, value, jnp.zeros_like(value), jnp.asarray(status)
 
         new_params, new_state, new_value, stepsize, status = jax.lax.cond(run, take_step, no_step, None)
         status = status.astype(jnp.int32)

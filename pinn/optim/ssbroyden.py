@@ -78,20 +78,10 @@ def self_scaled_coefficients(b: jax.Array, h: jax.Array, n: int, variant: Varian
     return SelfScaledCoefficients(theta=theta, phi=phi, tau=tau)
 
 
-def inverse_hessian_update(
-    inverse_hessian: jax.Array, s: jax.Array, y: jax.Array, b: jax.Array, variant: Variant
-) -> jax.Array:
-    """H₊ = [H − H y yᵀH/(yᵀHy) + φ (yᵀHy) v vᵀ]/τ + ρ s sᵀ, v = ρ s − H y/(yᵀHy) (Urbán et al. 2025).
-
-    `b = sᵀBs/yᵀs` is supplied by the caller (it needs the step length; see the module docstring).
-    No guards here: the caller skips the update when yᵀs ≤ 0 or the result is not finite.
-    """
-    n = s.shape[0]
+def _rank_two_update(inverse_hessian: jax.Array, hy: jax.Array, yhy: jax.Array, s: jax.Array, y: jax.Array,
+                     b: jax.Array, variant: Variant) -> jax.Array:
     rho = 1.0 / jnp.dot(y, s)
-    hy = inverse_hessian @ y
-    yhy = jnp.dot(y, hy)
-    h = rho * yhy
-    coef = self_scaled_coefficients(b, h, n, variant)
+    coef = self_scaled_coefficients(b, rho * yhy, s.shape[0], variant)
     v = rho * s - hy / yhy
     inv_tau = 1.0 / coef.tau
     return (
@@ -100,6 +90,18 @@ def inverse_hessian_update(
         + (coef.phi * yhy * inv_tau) * jnp.outer(v, v)
         + rho * jnp.outer(s, s)
     )
+
+
+def inverse_hessian_update(
+    inverse_hessian: jax.Array, s: jax.Array, y: jax.Array, b: jax.Array, variant: Variant
+) -> jax.Array:
+    """H₊ = [H − H y yᵀH/(yᵀHy) + φ (yᵀHy) v vᵀ]/τ + ρ s sᵀ, v = ρ s − H y/(yᵀHy) (Urbán et al. 2025).
+
+    `b = sᵀBs/yᵀs` is supplied by the caller (it needs the step length; see the module docstring).
+    No guards here: the caller skips the update when yᵀs ≤ 0 or the result would not be finite.
+    """
+    hy = inverse_hessian @ y
+    return _rank_two_update(inverse_hessian, hy, jnp.dot(y, hy), s, y, b, variant)
 
 
 class ScaleByDenseQuasiNewtonState(NamedTuple):
@@ -119,19 +121,17 @@ class ScaleByDenseQuasiNewtonState(NamedTuple):
     num_resets: jax.Array  # resets of H to I because −gᵀd ≤ 0 or non-finite, int32
 
 
-def scale_by_dense_quasi_newton(
-    variant: Variant = "ssbroyden", *, scale_initial: bool = False
-) -> optax.GradientTransformation:
+def scale_by_dense_quasi_newton(variant: Variant = "ssbroyden") -> optax.GradientTransformation:
     """Direction d = −H g of a dense BFGS / self-scaled BFGS / self-scaled Broyden method.
 
     Each `update(grad, state, params)`:
     1. s = x − x_prev, y = g − g_prev, b = sᵀBs/yᵀs computed without B: the step was s = t d_prev
        with t = sᵀd_prev/‖d_prev‖² (the line search's step length), and B d_prev = −c g_prev, so
        b = −t c ρ sᵀg_prev;
-    2. updates H by `inverse_hessian_update`, skipped when count = 0, yᵀs ≤ ε‖y‖‖s‖, b ≤ 0 or the
-       result is not finite. With `scale_initial` the initial identity is first scaled to
-       (yᵀs/yᵀy) I (Nocedal & Wright eq. 6.20) on its first update; default off, as Urbán et al.
-       (whose τ already self-scales);
+    2. updates H by `inverse_hessian_update`, skipped when count = 0, yᵀs ≤ ε‖y‖‖s‖, b ≤ 0 or its
+       ingredients (H y, yᵀHy, s) are not finite. The initial H is I, not rescaled to
+       (yᵀs/yᵀy) I as in Nocedal & Wright eq. 6.20 (as Urbán et al.; the rescaling was slower on
+       our tests);
     3. d = −c H g with c = min(1, 1/‖g‖) while H is the initial identity (as optax's L-BFGS first
        step), else c = 1; if −gᵀd ≤ 0 or d is not finite, H is reset to I (not positive definite).
     The positive-definiteness test by Cholesky is done between blocks (`qn_reset_cache`), not here.
@@ -176,39 +176,38 @@ def scale_by_dense_quasi_newton(
         rho = 1.0 / jnp.where(ys > 0, ys, 1.0)
         b = -step_length * state.prev_direction_scale * rho * jnp.dot(s, state.prev_gradient)
 
-        # 2. H update (optionally scaling the initial identity first)
-        if scale_initial:
-            gamma = ys / jnp.maximum(jnp.dot(y, y), jnp.finfo(dtype).tiny)
-            initial_scale = jnp.where(state.fresh & (gamma > 0), gamma, 1.0)
-        else:
-            initial_scale = jnp.asarray(1.0, dtype)
+        # 2. H update, skipped when the pair is unusable (the scalars and vectors it is built from
+        #    are checked instead of the n×n result, so H is read and written once)
+        hy = inverse_hessian @ y
+        yhy = jnp.dot(y, hy)
         valid_pair = (
             (state.count > 0)
             & (ys > eps * jnp.linalg.norm(y) * jnp.linalg.norm(s))
             & (b > 0)
+            & (yhy > 0)
             & jnp.isfinite(b)
+            & jnp.isfinite(yhy)
+            & jnp.all(jnp.isfinite(hy))
+            & jnp.all(jnp.isfinite(s))
         )
-        candidate = inverse_hessian_update(
-            inverse_hessian * initial_scale, s, y, b / initial_scale, variant
+        inverse_hessian = jax.lax.cond(
+            valid_pair,
+            lambda h: _rank_two_update(h, hy, yhy, s, y, b, variant),
+            lambda h: h,
+            inverse_hessian,
         )
-        accept = valid_pair & jnp.all(jnp.isfinite(candidate))
-        inverse_hessian = jnp.where(accept, candidate, inverse_hessian)
-        fresh = state.fresh & ~accept
-        num_skipped = state.num_skipped + ((state.count > 0) & ~accept).astype(jnp.int32)
+        fresh = state.fresh & ~valid_pair
+        num_skipped = state.num_skipped + ((state.count > 0) & ~valid_pair).astype(jnp.int32)
 
-        # 3. direction, with a reset to I when it is not a descent direction
-        def direction(h, is_fresh):
-            scale = jnp.where(is_fresh, jnp.minimum(1.0, 1.0 / jnp.linalg.norm(g)), 1.0).astype(dtype)
-            return -scale * (h @ g), scale
-
-        d, scale = direction(inverse_hessian, fresh)
-        descent = (jnp.dot(g, d) < 0) & jnp.all(jnp.isfinite(d))
-        reset = ~descent & ~fresh
-        inverse_hessian = jnp.where(reset, jnp.eye(n, dtype=dtype), inverse_hessian)
+        # 3. direction d = −c H g; H is reset to I when d is not a descent direction
+        first_step_scale = jnp.minimum(1.0, 1.0 / jnp.linalg.norm(g)).astype(dtype)
+        scale = jnp.where(fresh, first_step_scale, jnp.ones((), dtype))
+        d = -scale * (inverse_hessian @ g)
+        reset = ~fresh & ~((jnp.dot(g, d) < 0) & jnp.all(jnp.isfinite(d)))
+        inverse_hessian = jax.lax.cond(reset, lambda h: jnp.eye(n, dtype=dtype), lambda h: h, inverse_hessian)
         fresh = fresh | reset
-        d_reset, scale_reset = direction(jnp.eye(n, dtype=dtype), jnp.asarray(True))
-        d = jnp.where(reset, d_reset, d)
-        scale = jnp.where(reset, scale_reset, scale)
+        scale = jnp.where(reset, first_step_scale, scale)
+        d = jnp.where(reset, -first_step_scale * g, d)
 
         new_state = ScaleByDenseQuasiNewtonState(
             count=optax.safe_increment(state.count),
@@ -236,15 +235,13 @@ def zoom_linesearch(cfg: RefineConfig) -> optax.GradientTransformationExtraArgs:
     )
 
 
-def ssbroyden(
-    cfg: RefineConfig, variant: Optional[Variant] = None, *, scale_initial: bool = False
-) -> optax.GradientTransformationExtraArgs:
+def ssbroyden(cfg: RefineConfig, variant: Optional[Variant] = None) -> optax.GradientTransformationExtraArgs:
     """Dense quasi-Newton (`variant`: "bfgs" | "ssbfgs" | "ssbroyden"; default `cfg.method` when it is
     one of these, else "ssbroyden") chained with the zoom line search. Use with
     `optax.value_and_grad_from_state` and `update(..., value=, grad=, value_fn=)`."""
     if variant is None:
         variant = cfg.method if cfg.method in VARIANTS else "ssbroyden"
     return optax.chain(
-        scale_by_dense_quasi_newton(variant, scale_initial=scale_initial),
+        scale_by_dense_quasi_newton(variant),
         zoom_linesearch(cfg),
     )

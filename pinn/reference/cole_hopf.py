@@ -9,14 +9,17 @@ Burgers equation", Comput. Fluids 14(1)):
     f(y) = exp(-cos(πy) / (2πν)),   G(η, t) = exp(-η² / (4νt)).
 
 With `η = sqrt(4νt) z` both integrals have the Gauss–Hermite weight `e^{-z²}` and are evaluated
-with `nodes` points (`numpy.polynomial.hermite.hermgauss`). The exponent
+with `nodes` points (`numpy.polynomial.hermite.hermgauss` up to 300 nodes; beyond, where it
+overflows, Golub–Welsch nodes with log-weights, see `gauss_hermite`). The exponent
 `log w_i - cos(π(x - sqrt(4νt) z_i)) / (2πν)` is shifted by its maximum over the nodes for each
 `(x, t)` before exponentiating (the ratio is unchanged; no overflow for small ν). The Dirichlet
 conditions hold exactly: the solution is odd about `x = 0` and about `x = ±1`. At `t = 0` the
 initial condition is returned exactly.
 
-For `ν = 0.01/π` the quadrature converges fast: relative L2 changes of ~1e-8 from 50 to 100
-nodes and ~1e-16 from 100 to 200 over the default grid.
+For `ν = 0.01/π` the quadrature converges fast (measured on the default grid against 1200 nodes:
+relative L2 error 2.5e-6 with 40 nodes, 6e-11 with 60, 3.5e-15 with 80, rounding from 100 on;
+agreement with brute-force integrals on η to ~1e-15, also inside the shock), so the default is
+128 nodes certified by (and returning) 256. Smaller ν needs more nodes (ν = 2e-4: ~512).
 
 Public: `burgers_1d(viscosity=0.01/π, t=None, x=None, nodes=..., progress=True)` (alias
 `burgers_cole_hopf`), certified by a second evaluation with `2·nodes` nodes (the returned `u`).

@@ -8,7 +8,7 @@ File format (a plain, pickle-free `.npz`, readable with `numpy.load(path, allow_
 - `meta_<name>` — 0-d numeric arrays describing the solve (modes, dt, quadrature nodes, ...).
 
 `save` is atomic (temporary file in the target directory, then `os.replace`) and byte-for-byte
-deterministic (fixed zip timestamps, keys in sorted order), so identical solves give identical files.
+deterministic (fixed zip timestamps, keys in sorted order): identical solves give identical files.
 """
 
 from __future__ import annotations

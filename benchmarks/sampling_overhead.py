@@ -1,0 +1,170 @@
+"""Per-step cost of the adaptive samplers relative to uniform sampling, in a realistic train step.
+
+The step: a tanh MLP `u(t, x)` (x periodic on [-1, 1) through a cos/sin embedding) trained with
+Adam (optax) on the 1-D Allen–Cahn residual `u_t - 1e-4 u_xx + 5u³ - 5u` (derivatives by nested
+`jax.jvp`) at a batch of collocation points from the sampler, plus an initial-condition term on
+256 fixed points. `--steps` steps run in one jitted `lax.scan`; each sampler's scan is compiled
+and run once to warm up, then timed `--repeats` times, interleaved across samplers so drift in
+machine load hits all of them alike; the median is reported (wall clock and process CPU time).
+Sampler settings are the `pinn.config` defaults at batch `--batch` (seed 001: 4096).
+
+    .venv/bin/python benchmarks/sampling_overhead.py [--steps 1000] [--out results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from pinn import sampling
+from pinn.config import HardBankConfig, RADConfig, RARDConfig
+
+DOMAIN = SimpleNamespace(lower=(0.0, -1.0), upper=(1.0, 1.0), periodic=(False, True))
+DIFFUSION, REACTION = 1e-4, 5.0
+
+
+def init_mlp(key: jax.Array, depth: int, width: int) -> list[tuple[jax.Array, jax.Array]]:
+    sizes = [3] + [width] * depth + [1]  # input: t, cos(πx), sin(πx)
+    keys = jax.random.split(key, len(sizes) - 1)
+    init = jax.nn.initializers.glorot_normal()
+    return [(init(k, (a, b)), jnp.zeros(b)) for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
+
+
+def mlp(params, z: jax.Array) -> jax.Array:
+    t, x = z[:, 0], z[:, 1]
+    h = jnp.stack([2.0 * t - 1.0, jnp.cos(jnp.pi * x), jnp.sin(jnp.pi * x)], axis=-1)
+    for w, b in params[:-1]:
+        h = jnp.tanh(h @ w + b)
+    w, b = params[-1]
+    return (h @ w + b)[:, 0]
+
+
+def residual(params, z: jax.Array) -> jax.Array:
+    """Allen–Cahn 1-D: `u_t - D u_xx + R (u³ - u)`; per-point derivatives by nested forward mode."""
+    u_fn = lambda zz: mlp(params, zz)  # noqa: E731
+    e_t = jnp.zeros_like(z).at[:, 0].set(1.0)
+    e_x = jnp.zeros_like(z).at[:, 1].set(1.0)
+    u, u_t = jax.jvp(u_fn, (z,), (e_t,))
+    u_x_fn = lambda zz: jax.jvp(u_fn, (zz,), (e_x,))[1]  # noqa: E731
+    _, u_xx = jax.jvp(u_x_fn, (z,), (e_x,))
+    return u_t - DIFFUSION * u_xx + REACTION * (u**3 - u)
+
+
+def make_chunk(sampler: sampling.Sampler, steps: int, ic_points: jax.Array, ic_values: jax.Array):
+    optimizer = optax.adam(1e-3)
+
+    def loss_fn(params, points, weights):
+        r = residual(params, points)
+        pde = jnp.sum(weights * r**2) / jnp.sum(weights)
+        ic = jnp.mean((mlp(params, ic_points) - ic_values) ** 2)
+        return pde + 10.0 * ic
+
+    def train_step(carry, _):
+        params, opt_state, sampler_state, step, key = carry
+        residual_fn = lambda z: residual(params, z)  # noqa: E731
+        sampler_state = sampler.update(sampler_state, jax.random.fold_in(key, step), step, residual_fn)
+        points, weights = sampler.batch(sampler_state)
+        loss, grads = jax.value_and_grad(loss_fn)(params, points, weights)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return (params, opt_state, sampler_state, step + 1, key), loss
+
+    @jax.jit
+    def chunk(carry):
+        return jax.lax.scan(train_step, carry, None, length=steps)
+
+    def initial_carry(params):
+        return (params, optimizer.init(params), sampler.init(jax.random.key(1)), jnp.int32(0),
+                jax.random.key(2))
+
+    return chunk, initial_carry
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=4096)
+    ap.add_argument("--depth", type=int, default=3)
+    ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+
+    batch = args.batch
+    samplers = {
+        "uniform": sampling.uniform(DOMAIN, batch),
+        "hard_bank": sampling.hard_bank(DOMAIN, batch, HardBankConfig()),
+        "rad": sampling.rad(DOMAIN, batch, RADConfig()),
+        # RAR-D's batch is its whole buffer (capacity 4096 by default), starting from batch/2 points
+        "rar_d": sampling.rar_d(
+            DOMAIN,
+            sampling.collocation_points("sobol", min(batch // 2, RARDConfig().capacity),
+                                        DOMAIN.lower, DOMAIN.upper, seed=0),
+            RARDConfig(),
+        ),
+    }
+    ic_x = jnp.linspace(-1.0, 1.0, 256, endpoint=False)
+    ic_points = jnp.stack([jnp.zeros_like(ic_x), ic_x], axis=-1)
+    ic_values = ic_x**2 * jnp.cos(jnp.pi * ic_x)
+    params = init_mlp(jax.random.key(0), args.depth, args.width)
+
+    runs = {}
+    for name, s in samplers.items():
+        chunk, initial_carry = make_chunk(s, args.steps, ic_points, ic_values)
+        carry0 = initial_carry(params)
+        t0 = time.perf_counter()
+        carry, losses = jax.block_until_ready(chunk(carry0))  # compile + first run
+        runs[name] = (chunk, carry0, {"warmup_s": time.perf_counter() - t0,
+                                      "final_loss": float(losses[-1])})
+
+    wall = {name: [] for name in samplers}
+    cpu = {name: [] for name in samplers}
+    for _ in range(args.repeats):
+        for name, (chunk, carry0, _) in runs.items():
+            w0, c0 = time.perf_counter(), time.process_time()
+            jax.block_until_ready(chunk(carry0))
+            wall[name].append(time.perf_counter() - w0)
+            cpu[name].append(time.process_time() - c0)
+
+    result = {
+        "device": jax.devices()[0].device_kind,
+        "platform": platform.platform(),
+        "jax": jax.__version__,
+        "steps": args.steps, "repeats": args.repeats, "batch": batch,
+        "mlp": f"{args.depth}x{args.width} tanh", "pde": "allen_cahn_1d (nested jvp)",
+        "settings": {
+            "hard_bank": HardBankConfig().model_dump(),
+            "rad": RADConfig().model_dump(),
+            "rar_d": RARDConfig().model_dump(),
+        },
+        "ms_per_step": {n: 1e3 * statistics.median(v) / args.steps for n, v in wall.items()},
+        "cpu_ms_per_step": {n: 1e3 * statistics.median(v) / args.steps for n, v in cpu.items()},
+        "ratio_vs_uniform": {
+            n: statistics.median(v) / statistics.median(wall["uniform"]) for n, v in wall.items()
+        },
+        "cpu_ratio_vs_uniform": {
+            n: statistics.median(v) / statistics.median(cpu["uniform"]) for n, v in cpu.items()
+        },
+        "final_loss": {n: r[2]["final_loss"] for n, r in runs.items()},
+        "wall_s_all_repeats": wall,
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=4)
+    main()
