@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -75,6 +76,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     args = ap.parse_args()
 
+    load_before = os.getloadavg()
     rows = []
     for depth, width, n in CASES:
         cfg = SimpleNamespace(
@@ -129,7 +131,9 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(jax=jax.__version__, backend=jax.default_backend(),
                 device=str(jax.devices()[0]), machine=platform.machine(),
-                dtype="float32", repeats=args.repeats, warmup=args.warmup)
+                dtype="float32", repeats=args.repeats, warmup=args.warmup,
+                cpu_count=os.cpu_count(), loadavg_1min_before=load_before[0],
+                loadavg_1min_after=os.getloadavg()[0])
     out.write_text(json.dumps(dict(meta=meta, results=rows), indent=2) + "\n")
     print(f"\nwrote {out}")
 

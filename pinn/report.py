@@ -737,5 +737,4 @@ def stage_report(cfg: Params, root: Path = Path(".")) -> Path:
         problem=cfg.problem.name,
         refine_method=cfg.refine.method,
     )
-    print(f"report: {path}")
     return path

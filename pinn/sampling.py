@@ -333,11 +333,11 @@ def rar_d(domain: DomainLike, initial_points: ArrayLike, cfg: RARDConfig) -> Sam
             pool = uniform_points(key_pool, cfg.pool_size, box.lower, box.upper).astype(dtype)
             magnitude = _magnitude(residual_fn, pool)
             threshold = jnp.percentile(magnitude, cfg.percentile)
-            tiny = jnp.finfo(magnitude.dtype).tiny
-            logits = jnp.where(
-                magnitude >= threshold, jnp.log(jnp.maximum(magnitude, tiny)), -jnp.inf
-            )
-            idx = jax.random.categorical(key_pick, logits, shape=(num_write,))
+            scale = jnp.max(magnitude)
+            scaled = magnitude / jnp.where(scale > 0, scale, 1.0)  # in [0, 1]: sums cannot overflow
+            tiny = jnp.finfo(magnitude.dtype).tiny  # all |r| = 0: uniform over the pool
+            prob = jnp.where(magnitude >= threshold, jnp.maximum(scaled, tiny), 0.0)
+            idx = jax.random.choice(key_pick, cfg.pool_size, (num_write,), p=prob / jnp.sum(prob))
             noise = jax.random.normal(key_noise, (num_write, box.dim), dtype)
             new = _wrap_and_clip(pool[idx] + noise * jnp.asarray(noise_std, dtype), box)
             slots = num_initial + (state.num_added + jnp.arange(num_write)) % free_slots
