@@ -3,15 +3,19 @@
 The step: a tanh MLP `u(t, x)` (x periodic on [-1, 1) through a cos/sin embedding) trained with
 Adam (optax) on the 1-D Allen–Cahn residual `u_t - 1e-4 u_xx + 5u³ - 5u` (derivatives by nested
 `jax.jvp`) at a batch of collocation points from the sampler, plus an initial-condition term on
-256 fixed points. `--steps` steps run in one jitted `lax.scan`; each sampler's scan is compiled
-ahead of time and run once to warm up, then timed `--repeats` times, interleaved across samplers
-so drift in machine load hits all of them alike; the median (and min) of the wall-clock times are
-reported as ratios to uniform. As a load-insensitive cross-check, each sampler's `update` is also
-timed alone at a refresh step and a plain step, and the overhead is predicted from those:
+256 fixed points. Training runs in jitted `lax.scan` chunks of `--chunk` steps (a multiple of
+every refresh period, so each chunk holds the same number of refreshes), the carry (params, Adam
+and sampler state, step counter) continuing from chunk to chunk. Each sampler's chunk is compiled
+ahead of time and run once to warm up; then `--rounds` rounds each run one chunk per sampler
+(order rotated every round), so load drift on a shared machine hits all samplers alike. Reported:
+median ms/step, and the median over rounds of the *paired* ratio (sampler chunk / uniform chunk
+of the same round) — `--rounds * --chunk` timed steps per sampler (default 3000). As a
+load-insensitive cross-check each sampler's `update` is also timed alone at a refresh and at a
+plain step, and the overhead predicted as
 `((refresh - plain) / every + plain - plain_uniform) / train_step`.
 Sampler settings are the `pinn.config` defaults at batch `--batch` (seed 001: 4096).
 
-    .venv/bin/python benchmarks/sampling_overhead.py [--steps 1000] [--out results.json]
+    .venv/bin/python benchmarks/sampling_overhead.py [--rounds 15] [--out results.json]
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ def mlp(params, z: jax.Array) -> jax.Array:
 
 
 def residual(params, z: jax.Array) -> jax.Array:
-    """Allen–Cahn 1-D: `u_t - D u_xx + R (u³ - u)`; per-point derivatives by nested forward mode."""
+    """Allen–Cahn 1-D `u_t - D u_xx + R (u³ - u)`; per-point derivatives by nested `jax.jvp`."""
     u_fn = lambda zz: mlp(params, zz)  # noqa: E731
     e_t = jnp.zeros_like(z).at[:, 0].set(1.0)
     e_x = jnp.zeros_like(z).at[:, 1].set(1.0)
@@ -75,7 +79,8 @@ def make_chunk(sampler: sampling.Sampler, steps: int, ic_points: jax.Array, ic_v
     def train_step(carry, _):
         params, opt_state, sampler_state, step, key = carry
         residual_fn = lambda z: residual(params, z)  # noqa: E731
-        sampler_state = sampler.update(sampler_state, jax.random.fold_in(key, step), step, residual_fn)
+        step_key = jax.random.fold_in(key, step)
+        sampler_state = sampler.update(sampler_state, step_key, step, residual_fn)
         points, weights = sampler.batch(sampler_state)
         loss, grads = jax.value_and_grad(loss_fn)(params, points, weights)
         updates, opt_state = optimizer.update(grads, opt_state, params)
@@ -95,8 +100,8 @@ def make_chunk(sampler: sampling.Sampler, steps: int, ic_points: jax.Array, ic_v
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=1000)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--chunk", type=int, default=200, help="steps per timed lax.scan")
+    ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--batch", type=int, default=4096)
     ap.add_argument("--depth", type=int, default=3)
     ap.add_argument("--width", type=int, default=32)
@@ -123,23 +128,26 @@ def main() -> None:
 
     runs = {}
     for name, s in samplers.items():
-        chunk, initial_carry = make_chunk(s, args.steps, ic_points, ic_values)
-        carry0 = initial_carry(params)
+        chunk, initial_carry = make_chunk(s, args.chunk, ic_points, ic_values)
+        carry = initial_carry(params)
         t0 = time.perf_counter()
-        compiled = chunk.lower(carry0).compile()  # compile only: the warm-up run below is short
-        runs[name] = (compiled, carry0, time.perf_counter() - t0)
+        compiled = chunk.lower(carry).compile()
+        compile_s = time.perf_counter() - t0
+        carry, _ = jax.block_until_ready(compiled(carry))  # warm-up chunk, not timed
+        runs[name] = {"compiled": compiled, "carry": carry, "compile_s": compile_s}
 
-    wall = {name: [] for name in samplers}
-    cpu = {name: [] for name in samplers}
+    names = list(samplers)
+    wall = {name: [] for name in names}
     final_loss = {}
-    for repeat in range(args.repeats + 1):  # repeat 0 is the warm-up, not timed
-        for name, (compiled, carry0, _) in runs.items():
-            w0, c0 = time.perf_counter(), time.process_time()
-            _, losses = jax.block_until_ready(compiled(carry0))
-            if repeat > 0:
-                wall[name].append(time.perf_counter() - w0)
-                cpu[name].append(time.process_time() - c0)
+    for round_ in range(args.rounds):
+        order = names[round_ % len(names):] + names[: round_ % len(names)]
+        for name in order:
+            run = runs[name]
+            t0 = time.perf_counter()
+            run["carry"], losses = jax.block_until_ready(run["compiled"](run["carry"]))
+            wall[name].append(time.perf_counter() - t0)
             final_loss[name] = float(losses[-1])
+    paired = {n: [t / u for t, u in zip(v, wall["uniform"])] for n, v in wall.items()}
 
     # the sampler's own work, isolated: `update` at a refresh step and at a plain step (min of 20)
     def best_ms(fn, *fn_args, n=20):
@@ -160,36 +168,37 @@ def main() -> None:
                            "plain": best_ms(update, state0, jnp.int32(1), params)}
     every = {"uniform": 1, "hard_bank": HardBankConfig().refresh_every,
              "rad": RADConfig().resample_every, "rar_d": RARDConfig().every}
-    train_step_ms = 1e3 * min(wall["uniform"]) / args.steps
+    train_step_ms = 1e3 * statistics.median(wall["uniform"]) / args.chunk
     predicted = {
         n: 100.0 * ((u["refresh"] - u["plain"]) / every[n] + u["plain"]
                     - update_ms["uniform"]["plain"]) / train_step_ms
         for n, u in update_ms.items()
+        if n != "uniform"
     }
 
-    med = {n: statistics.median(v) for n, v in wall.items()}
     result = {
         "device": jax.devices()[0].device_kind,
         "platform": platform.platform(),
         "jax": jax.__version__,
-        "steps": args.steps, "repeats": args.repeats, "batch": batch,
+        "chunk_steps": args.chunk, "rounds": args.rounds, "batch": batch,
         "mlp": f"{args.depth}x{args.width} tanh", "pde": "allen_cahn_1d (nested jvp)",
         "settings": {
             "hard_bank": HardBankConfig().model_dump(),
             "rad": RADConfig().model_dump(),
             "rar_d": RARDConfig().model_dump(),
         },
-        "ms_per_step_median": {n: 1e3 * v / args.steps for n, v in med.items()},
-        "ratio_vs_uniform_median": {n: v / med["uniform"] for n, v in med.items()},
-        "ratio_vs_uniform_min": {n: min(v) / min(wall["uniform"]) for n, v in wall.items()},
-        "cpu_ratio_vs_uniform_median": {
-            n: statistics.median(v) / statistics.median(cpu["uniform"]) for n, v in cpu.items()
+        "ms_per_step_median": {
+            n: 1e3 * statistics.median(v) / args.chunk for n, v in wall.items()
+        },
+        "ratio_vs_uniform_paired_median": {n: statistics.median(v) for n, v in paired.items()},
+        "ratio_vs_uniform_paired_quartiles": {
+            n: statistics.quantiles(v, n=4)[::2] for n, v in paired.items() if n != "uniform"
         },
         "update_ms": update_ms,
         "predicted_overhead_pct": predicted,
-        "compile_s": {n: r[2] for n, r in runs.items()},
-        "final_loss": final_loss,
-        "wall_s_all_repeats": wall,
+        "compile_s": {n: r["compile_s"] for n, r in runs.items()},
+        "final_loss_sanity_only": final_loss,
+        "wall_s_per_chunk": wall,
     }
     text = json.dumps(result, indent=2)
     print(text)

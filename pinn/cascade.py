@@ -83,12 +83,16 @@ def start_level(
     fresh = state_template(trainer, model, cfg, level)
     if previous is None:
         return fresh
-    fine_params = multilevel.prolongate(previous.params, fresh.params)
+    fine_params = multilevel.prolongate(
+        previous.params, fresh.params, coarse_rest=previous_trainer.rest if previous_trainer else None,
+        fine_rest=trainer.rest,
+    )
     # gradient at transfer for seeding Adam's second moment of the new entries
     probe = fresh._replace(params=fine_params)
     _, metrics_grads = _grads_at(trainer, probe)
     opt_state = multilevel.prolongate_adam_state(
-        previous.opt_state, previous.params, fine_params, metrics_grads
+        previous.opt_state, previous.params, fine_params, metrics_grads,
+        b1=cfg.optimizer.b1, b2=cfg.optimizer.b2,
     )
     return fresh._replace(
         params=fine_params,

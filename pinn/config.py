@@ -254,6 +254,30 @@ class ReportConfig(_Section):
         return v
 
 
+class DistributedConfig(_Section):
+    """Multi-process runtime (`pinn.distributed.initialize`) and data-parallel training.
+
+    `PINN_COORDINATOR_ADDRESS`, `PINN_NUM_PROCESSES`, `PINN_PROCESS_ID` override these per process;
+    `null` for `num_processes` / `process_id` defers to JAX's detection (SLURM, Open MPI, ...).
+    """
+
+    coordinator_address: Optional[str] = None  # "host:port" of process 0
+    num_processes: Optional[int] = Field(1, gt=0)
+    process_id: Optional[int] = Field(0, ge=0)
+    #: shard every batch along a "data" mesh axis over all (global) devices
+    data_parallel: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        n, i = self.num_processes, self.process_id
+        if n is not None and i is not None and i >= n:
+            raise ValueError(f"process_id = {i}: must be < num_processes ({n})")
+        a = self.coordinator_address
+        if a is not None and (":" not in a or not a.rsplit(":", 1)[1].isdigit()):
+            raise ValueError(f"coordinator_address = {a!r}: must be 'host:port'")
+        return self
+
+
 class Params(_Section):
     seed: int = Field(0, ge=0)
     problem: ProblemConfig = ProblemConfig()
@@ -267,6 +291,7 @@ class Params(_Section):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     report: ReportConfig = ReportConfig()
+    distributed: DistributedConfig = DistributedConfig()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def _magnitude(residual_fn: ResidualFn, points: jax.Array) -> jax.Array:
 
 
 def _wrap_and_clip(points: jax.Array, box: _Box) -> jax.Array:
-    """Periodic axes wrapped into `[lower, upper)`, other axes (time too) clipped to `[lower, upper]`."""
+    """Periodic axes wrapped into `[lower, upper)`; the others (time too) clipped to the box."""
     dtype = points.dtype
     lo = jnp.asarray(box.lower, dtype)
     hi = jnp.asarray(box.upper, dtype)
@@ -375,7 +375,8 @@ class HardBankState(NamedTuple):
 def mixing_probability(
     step: jax.Array, p_max: float, p_start_step: int, p_ramp_steps: int
 ) -> jax.Array:
-    """Bank share of the batch: `p(step) = p_max · clip((step - p_start_step) / p_ramp_steps, 0, 1)`;
+    """Bank share of the batch (seed 001's schedule):
+    `p(step) = p_max · clip((step - p_start_step) / p_ramp_steps, 0, 1)`;
     with `p_ramp_steps = 0` a step function `p_max · [step >= p_start_step]`."""
     step = jnp.asarray(step, _float_dtype())
     if p_ramp_steps == 0:
@@ -400,7 +401,6 @@ def hard_bank(domain: DomainLike, batch_size: int, cfg: HardBankConfig) -> Sampl
     """
     box = _box(domain)
     num_slots = min(batch_size, math.ceil(cfg.p_max * batch_size - 1e-9))
-    num_candidates = cfg.pool_size + cfg.bank_size
 
     def init(key: jax.Array) -> HardBankState:
         dtype = _float_dtype()
@@ -426,7 +426,6 @@ def hard_bank(domain: DomainLike, batch_size: int, cfg: HardBankConfig) -> Sampl
             pool = uniform_points(key_pool, cfg.pool_size, box.lower, box.upper).astype(dtype)
             candidates = jnp.concatenate([pool, state.bank_points], axis=0)
             magnitude = _magnitude(residual_fn, candidates).astype(dtype)
-            assert magnitude.shape == (num_candidates,)
             pool_top, pool_idx = lax.top_k(magnitude[: cfg.pool_size], cfg.top_k)
             bank_now = jnp.where(
                 state.bank_residuals > -jnp.inf, magnitude[cfg.pool_size :], -jnp.inf
@@ -486,7 +485,9 @@ def make_sampler(
         if cfg.uniform.resample:
             return uniform(domain, cfg.batch_size)
         if fixed_points is None:
-            raise ValueError("sampling.uniform.resample = False: needs the fixed collocation points")
+            raise ValueError(
+                "sampling.uniform.resample = False: needs the fixed collocation points"
+            )
         return uniform(domain, cfg.batch_size, resample=False, fixed_points=fixed_points)
     if method == "rad":
         return rad(domain, cfg.batch_size, cfg.rad)

@@ -159,7 +159,7 @@ def stage_train(cfg: Params, level: str, *, progress: bool = True) -> Path:
         prev_template = cascade.state_template(prev_trainer, prev_model, cfg, source)
         previous, _ = io.load_tree(source_path, prev_template)
         previous = jax.tree_util.tree_map(jax.numpy.asarray, previous)
-        state = cascade.start_level(cfg, trainer, model, level, previous)
+        state = cascade.start_level(cfg, trainer, model, level, previous, prev_trainer)
 
     resume_dir = RESUME / f"train-{level}"
     fp = fingerprint(cfg, f"train-{level}", [source_path, REFERENCE])

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from pinn import balancing, optim, sampling
+from pinn import balancing, distributed, optim, sampling
 from pinn.config import Params
 from pinn.models import apply_fn, split
 
@@ -102,7 +102,9 @@ def loss_terms(
 class Trainer:
     """One training phase (one cascade level) for a network of fixed width."""
 
-    def __init__(self, cfg: Params, problem, model, *, fixed_points=None, dtype=jnp.float32):
+    def __init__(
+        self, cfg: Params, problem, model, *, fixed_points=None, dtype=jnp.float32, mesh=None
+    ):
         self.cfg = cfg
         self.problem = problem
         self.dtype = dtype
@@ -118,6 +120,14 @@ class Trainer:
         self.sampler = sampling.make_sampler(cfg.sampling, domain, fixed_points=fixed_points)
         self.balancer = balancing.make_balancer(cfg.balancing, self.term_names)
         self.optimizer = optim.adam(cfg.optimizer)
+        # data parallel (pinn.distributed): state replicated, batches split along "data"
+        if mesh is None and cfg.distributed.data_parallel:
+            mesh = distributed.make_mesh()
+        self.mesh = mesh
+        if mesh is not None:
+            first_batch = lambda k: self.sampler.batch(self.sampler.init(k))[0]
+            rows = jax.eval_shape(first_batch, jax.random.PRNGKey(0)).shape[0]
+            distributed.check_batch_sizes(cfg, rows, mesh)
         self._run = jax.jit(self._run_impl, static_argnums=1)
         self.compiles = 0  # traces of the jitted run (a test checks it stays at 1 per length)
 
@@ -125,7 +135,7 @@ class Trainer:
     def init(self, params, seed: int) -> TrainState:
         key = jax.random.PRNGKey(seed)  # raw uint32 key: checkpoints as a plain array
         k_sampler, k_state = jax.random.split(key)
-        return TrainState(
+        state = TrainState(
             params=params,
             opt_state=self.optimizer.init(params),
             sampler_state=self.sampler.init(k_sampler),
@@ -134,8 +144,13 @@ class Trainer:
             step=jnp.zeros((), jnp.int32),
             nonfinite=jnp.zeros((), jnp.int32),
         )
+        return state if self.mesh is None else distributed.replicate(state, self.mesh)
 
     def residual_fn(self, params) -> Callable[[jax.Array], jax.Array]:
+        if self.mesh is not None:  # a candidate pool's evaluation is split along "data"
+            mesh = self.mesh
+            field = lambda zz: self.u(params, zz)
+            return lambda z: self.problem.residual(field, distributed.shard_batch(z, mesh))
         return lambda z: self.problem.residual(lambda zz: self.u(params, zz), z)
 
     def _ic_points(self, key, n):
@@ -156,6 +171,8 @@ class Trainer:
         ic_x = self._ic_points(k_ic, cfg.sampling.ic_batch_size)
         bc_z = self._interior_points(k_bc, cfg.sampling.bc_batch_size)
         data = (points, weights, ic_x, bc_z)
+        if self.mesh is not None:
+            data = tuple(distributed.shard_batch(x, self.mesh) for x in data)
 
         def terms_of(p):
             return loss_terms(self.problem, self.spec, self.u, p, *data)
@@ -207,10 +224,14 @@ class Trainer:
 
         state, metrics = jax.lax.scan(body, state, None, length=num_steps)
         last = jax.tree_util.tree_map(lambda x: x[-1], metrics)
+        if self.mesh is not None:
+            state, last = distributed.constrain_replicated((state, last), self.mesh)
         return state, last
 
     def run(self, state: TrainState, num_steps: int) -> tuple[TrainState, dict]:
         """`num_steps` jitted steps; returns the new state and the last step's metrics."""
+        if self.mesh is not None:
+            state = distributed.replicate(state, self.mesh)
         return self._run(state, int(num_steps))
 
     def field(self, params) -> Callable[[jax.Array], jax.Array]:

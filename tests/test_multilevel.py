@@ -18,51 +18,65 @@ from pinn.multilevel import level_widths, prolongate, prolongate_adam_state
 LOWER, UPPER = (0.0, -1.0), (1.0, 1.0)
 
 
-@functools.lru_cache(maxsize=None)
-def _split(width, depth, periodic=False, rwf=None, fourier=0, seed=0):
-    """`(graphdef, params, rest)` of a float32 PINN on [0,1]×[-1,1]; cached (model builds are the
-    slow part of this file and the arrays are immutable)."""
+def _pinn(width, depth, periodic=False, rwf=None, fourier=0, rngs=None):
     embedding = models.Embedding(LOWER, UPPER, (False, periodic))
-    model = models.PINN(
+    return models.PINN(
         embedding,
         width=width,
         depth=depth,
         rwf=rwf,
         fourier_features=fourier,
         fourier_scale=2.0,
-        rngs=nnx.Rngs(seed),
+        rngs=rngs,
     )
-    return models.split(model)
 
 
-def _points(n, key):
+@functools.lru_cache(maxsize=None)
+def _split(width, depth, periodic=False, rwf=None, fourier=0, seed=0):
+    """`(graphdef, params, rest)` of a PINN whose arrays are drawn with numpy (a PINN built with
+    `nnx.eval_shape`, then filled): JAX's eager init compiles every random op per shape, which
+    would dominate this file. Kernels ~ N(0, 1/fan_in), biases ~ N(0, 0.1²) (nonzero, as after
+    training), RWF scales ~ N(0.5, 0.1²); the Fourier matrix depends on `seed` only, so levels
+    built with one seed share it, as with `pinn.models.make_model`."""
+    abstract = nnx.eval_shape(lambda: _pinn(width, depth, periodic, rwf, fourier, nnx.Rngs(0)))
+    graphdef, params, rest = models.split(abstract)
+    rng = np.random.default_rng([seed, width, depth])
+
+    def draw(path, leaf):
+        name = jax.tree_util.keystr(path)
+        if "kernel" in name:
+            x = rng.normal(0.0, 1.0 / np.sqrt(leaf.shape[0]), leaf.shape)
+        elif "scale" in name:
+            x = rng.normal(0.5, 0.1, leaf.shape)
+        else:
+            x = rng.normal(0.0, 0.1, leaf.shape)
+        return jnp.asarray(x, leaf.dtype)
+
+    params = jax.tree_util.tree_map_with_path(draw, params)
+    fourier_rng = np.random.default_rng(seed)
+    rest = jax.tree_util.tree_map(
+        lambda leaf: jnp.asarray(2.0 * fourier_rng.normal(size=leaf.shape), leaf.dtype), rest
+    )
+    return graphdef, params, rest
+
+
+def _points(n, seed):
     # a margin outside the domain too: exactness must not depend on where the points lie
-    lo, hi = jnp.array(LOWER) - 0.2, jnp.array(UPPER) + 0.2
-    return lo + (hi - lo) * jax.random.uniform(jax.random.PRNGKey(key), (n, 2))
-
-
-@functools.partial(jax.jit, static_argnums=1)
-def _perturb(params, key, size=0.1):
-    """Stand-in for trained coarse params: every entry (zero biases too) moved off its init."""
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(jax.random.PRNGKey(key), len(leaves))
-    return treedef.unflatten(
-        [x + size * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
-    )
+    lo, hi = np.array(LOWER) - 0.2, np.array(UPPER) + 0.2
+    return jnp.asarray(lo + (hi - lo) * np.random.default_rng(seed).random((n, 2)), jnp.float32)
 
 
 def _layers(params):
     """[(kernel, bias, scale | None)] of the hidden layers, then the output layer, as numpy."""
     d = nnx.to_pure_dict(params)
     layers = [d["hidden"][i] for i in sorted(d["hidden"])] + [d["output"]]
-    return [
-        (np.asarray(l["kernel"]), np.asarray(l["bias"]), None if "scale" not in l else np.asarray(l["scale"]))
-        for l in layers
-    ]
+    scale = lambda layer: np.asarray(layer["scale"]) if "scale" in layer else None  # noqa: E731
+    return [(np.asarray(l["kernel"]), np.asarray(l["bias"]), scale(l)) for l in layers]
 
 
 def _adam_states(state):
-    is_adam = lambda s: isinstance(s, optax.ScaleByAdamState)  # noqa: E731
+    """The `(count, mu, nu, ...)` states (Adam, AMSGrad) inside an optax state."""
+    is_adam = lambda s: {"count", "mu", "nu"} <= set(getattr(s, "_fields", ()))  # noqa: E731
     return [s for s in jax.tree_util.tree_leaves(state, is_leaf=is_adam) if is_adam(s)]
 
 
@@ -122,11 +136,10 @@ CASES = [
 def test_prolongate_preserves_function_and_layout(depth, wc, wf, periodic, rwf, fourier):
     gc, pc, rc = _split(wc, depth, periodic, rwf, fourier)
     gf, pf_init, rf = _split(wf, depth, periodic, rwf, fourier)
-    pc = _perturb(pc, depth + wc)
     pf = prolongate(pc, pf_init, coarse_rest=rc, fine_rest=rf)
 
     assert jax.tree_util.tree_structure(pf) == jax.tree_util.tree_structure(pf_init)
-    z = _points(2048, key=wf)
+    z = _points(2048, seed=wf)
     u_c = jax.jit(models.apply_fn(gc, rc))(pc, z)
     u_f = jax.jit(models.apply_fn(gf, rf))(pf, z)
     scale = float(jnp.max(jnp.abs(u_c)))
@@ -154,10 +167,10 @@ def test_prolongate_float64_exact():
     gf, pf_init, rf = _split(wf, depth, periodic, rwf, fourier)
     with jax.enable_x64(True):
         f64 = lambda tree: models.cast(tree, jnp.float64)  # noqa: E731
-        pc, rc, pf_init, rf = f64(_perturb(pc, 3)), f64(rc), f64(pf_init), f64(rf)
+        pc, rc, pf_init, rf = f64(pc), f64(rc), f64(pf_init), f64(rf)
         pf = prolongate(pc, pf_init, coarse_rest=rc, fine_rest=rf)
         assert all(x.dtype == jnp.float64 for x in jax.tree_util.tree_leaves(pf))
-        z = _points(1024, key=5).astype(jnp.float64)
+        z = _points(1024, seed=5).astype(jnp.float64)
         u_c = jax.jit(models.apply_fn(gc, rc))(pc, z)
         u_f = jax.jit(models.apply_fn(gf, rf))(pf, z)
         assert u_f.dtype == jnp.float64
@@ -190,7 +203,7 @@ def test_new_units_are_trainable():
     _, pc, _ = _split(wc, depth, periodic, rwf, fourier)
     gf, pf_init, rf = _split(wf, depth, periodic, rwf, fourier)
     u = models.apply_fn(gf, rf)
-    z = _points(256, key=2)
+    z = _points(256, seed=2)
     opt = optax.adam(1e-3)
 
     @jax.jit
@@ -198,7 +211,7 @@ def test_new_units_are_trainable():
         updates, s = opt.update(jax.grad(lambda q: jnp.mean((u(q, z) - _target(z)) ** 2))(p), s, p)
         return optax.apply_updates(p, updates), s
 
-    p0 = prolongate(_perturb(pc, 1), pf_init)
+    p0 = prolongate(pc, pf_init)
     p1, s1 = step(p0, opt.init(p0))
     p2, _ = step(p1, s1)
     before, after1, after2 = _layers(p0), _layers(p1), _layers(p2)
@@ -225,33 +238,29 @@ def _median_step_ratio(mu, nu, t, b1=0.9, b2=0.999):
     [
         lambda: optax.adam(1e-3),
         lambda: optax.chain(
-            optax.clip_by_global_norm(1.0), optax.adam(optax.exponential_decay(1e-3, 10, 0.9))
+            optax.clip_by_global_norm(1.0),
+            optax.scale_by_amsgrad(),
+            optax.scale_by_schedule(optax.exponential_decay(-1e-3, 10, 0.9)),
         ),
         lambda: optax.inject_hyperparams(optax.adam)(learning_rate=1e-3),
     ],
-    ids=["adam", "chain_schedule", "inject_hyperparams"],
+    ids=["adam", "chain_amsgrad_schedule", "inject_hyperparams"],
 )
 def test_adam_state_layout_and_seeding(make_opt):
     depth, wc, wf, periodic, rwf, fourier = CASES[2]  # 5 → 12, RWF, Fourier features
-    gc, pc, rc = _split(wc, depth, periodic, rwf, fourier)
-    gf, pf_init, rf = _split(wf, depth, periodic, rwf, fourier)
-    z = _points(128, key=0)
-    uc, uf = models.apply_fn(gc, rc), models.apply_fn(gf, rf)
+    _, pc, _ = _split(wc, depth, periodic, rwf, fourier)
+    _, pf_init, _ = _split(wf, depth, periodic, rwf, fourier)
+    rng = np.random.default_rng(0)
+    random_like = lambda tree: jax.tree_util.tree_map(  # noqa: E731
+        lambda x: jnp.asarray(rng.normal(0.0, 0.1, x.shape), x.dtype), tree
+    )
     opt = make_opt()
-
-    @jax.jit
-    def train_coarse(p, s):
-        def body(carry, _):
-            p, s = carry
-            g = jax.grad(lambda q: jnp.mean((uc(q, z) - _target(z)) ** 2))(p)
-            updates, s = opt.update(g, s, p)
-            return (optax.apply_updates(p, updates), s), None
-
-        return jax.lax.scan(body, (p, s), None, length=7)[0]
-
-    pc, state_c = train_coarse(pc, opt.init(pc))
+    update = jax.jit(opt.update)
+    state_c = opt.init(pc)
+    for _ in range(7):  # random gradients: distinct, nonzero mu and nu
+        _, state_c = update(random_like(pc), state_c, pc)
     pf = prolongate(pc, pf_init)
-    grads = jax.jit(jax.grad(lambda q: jnp.mean((uf(q, z) - _target(z)) ** 2)))(pf)
+    grads = random_like(pf)
     state_f = prolongate_adam_state(state_c, pc, pf, grads)
 
     # exactly the layout of a fresh fine state: the fine level's jitted step compiles once
@@ -259,6 +268,16 @@ def test_adam_state_layout_and_seeding(make_opt):
     assert jax.tree_util.tree_structure(state_f) == jax.tree_util.tree_structure(fresh)
     for a, b in zip(jax.tree_util.tree_leaves(state_f), jax.tree_util.tree_leaves(fresh)):
         assert a.shape == b.shape and a.dtype == b.dtype
+    traces = []
+
+    @jax.jit
+    def fine_update(g, state, p):
+        traces.append(None)  # runs once per trace
+        return opt.update(g, state, p)
+
+    fine_update(grads, fresh, pf)
+    fine_update(grads, state_f, pf)
+    assert len(traces) == 1  # same avals and weak types: the fine step is not retraced
     for a, b in zip(jax.tree_util.tree_leaves(state_c), jax.tree_util.tree_leaves(state_f)):
         if a.ndim == 0:  # counts (Adam, schedule, inject_hyperparams), hyperparameters
             assert a == b
@@ -277,8 +296,13 @@ def test_adam_state_layout_and_seeding(make_opt):
         num_new += new.sum()
         assert np.all(mu_f[new] == 0)
         rho = _median_step_ratio(mu_c, nu_c, 7)
-        np.testing.assert_allclose(nu_f[new], bias * g[new] ** 2 / rho**2, rtol=1e-5, atol=1e-30)
+        np.testing.assert_allclose(nu_f[new], bias * g[new] ** 2 / rho**2, rtol=1e-4)
     assert num_new > 0
+    if hasattr(af, "nu_max"):  # AMSGrad's running max: carried, zero for new entries
+        for c, f in zip(jax.tree_util.tree_leaves(ac.nu_max), jax.tree_util.tree_leaves(af.nu_max)):
+            c, f = np.asarray(c), np.asarray(f)
+            np.testing.assert_array_equal(f[tuple(slice(0, n) for n in c.shape)], c)
+            assert np.all(f[_new_mask(c.shape, f.shape)] == 0)
 
     # without gradients: the leaf's mean old nu
     (am,) = _adam_states(prolongate_adam_state(state_c, pc, pf))
@@ -292,12 +316,14 @@ LR = 1e-2
 
 @pytest.fixture(scope="module")
 def transfer():
-    """Coarse 16-wide net fitted for 200 Adam steps (lr 1e-2), then prolongated to width 32."""
+    """Coarse 16-wide PINN fitted for 200 Adam steps (lr 1e-2), then prolongated to width 32;
+    `run_c`/`run_f` take 200 more Adam steps on the coarse/fine net."""
     depth, wc, wf, periodic, rwf, fourier = CASES[1]
-    z = jax.random.uniform(jax.random.PRNGKey(1), (512, 2)) * jnp.array([1.0, 2.0]) - jnp.array([0.0, 1.0])
+    z = np.random.default_rng(1).random((512, 2)) * [1.0, 2.0] - [0.0, 1.0]
+    z = jnp.asarray(z, jnp.float32)
     y = _target(z)
-    gc, pc, rc = _split(wc, depth, periodic, rwf, fourier)
-    gf, pf_init, rf = _split(wf, depth, periodic, rwf, fourier)
+    gc, pc, rc = models.split(_pinn(wc, depth, periodic, rwf, fourier, nnx.Rngs(0)))
+    gf, pf_init, rf = models.split(_pinn(wf, depth, periodic, rwf, fourier, nnx.Rngs(0)))
     uc, uf = models.apply_fn(gc, rc), models.apply_fn(gf, rf)
     loss_c = lambda p: jnp.mean((uc(p, z) - y) ** 2)  # noqa: E731
     loss_f = lambda p: jnp.mean((uf(p, z) - y) ** 2)  # noqa: E731
@@ -320,37 +346,52 @@ def transfer():
 
         return run
 
-    _, (pc, state_c), _ = make_run(loss_c, 200)(pc, opt.init(pc))
+    run_c = make_run(loss_c, 200)
+    _, (pc, state_c), _ = run_c(pc, opt.init(pc))
     pf = prolongate(pc, pf_init, coarse_rest=rc, fine_rest=rf)
     return dict(
         pc=pc, state_c=state_c, pf=pf, wc=wc, grads=jax.jit(jax.grad(loss_f))(pf),
         loss_c=jax.jit(loss_c), loss_f=jax.jit(loss_f),
-        run_c=make_run(loss_c, 300), run_f=make_run(loss_f, 300),
+        run_c=run_c, run_f=make_run(loss_f, 200),
     )
 
 
 def test_first_fine_step_does_not_jump(transfer):
     t = transfer
     loss0 = float(t["loss_c"](t["pc"]))
-    assert abs(float(t["loss_f"](t["pf"])) - loss0) <= 1e-5 * loss0
+    assert abs(float(t["loss_f"](t["pf"])) - loss0) <= 1e-5 * loss0  # same function
     _, _, coarse = t["run_c"](t["pc"], t["state_c"])
 
     seeded = prolongate_adam_state(t["state_c"], t["pc"], t["pf"], t["grads"])
     p1, _, fine = t["run_f"](t["pf"], seeded)
-    print(loss0, coarse[:5], fine[:5])
-    # old entries take the coarse step; new ones move like their neighbours: no jump
-    assert float(fine[0]) <= max(loss0, float(coarse[0])) * 1.1
+    # old entries take the coarse step, new ones move like their neighbours: no jump
+    assert float(fine[0]) <= max(loss0, float(coarse[0])) * 1.02
+    assert float(jnp.max(fine[:10])) <= loss0  # and keeps descending for a while (measured 14)
     new_rows = _layers(p1)[-1][0][t["wc"]:]  # output weights reading new units: 0 before
     assert 0 < np.max(np.abs(new_rows)) <= 0.1 * LR  # first step ≈ (1-b1) ρ lr
 
     no_grads = prolongate_adam_state(t["state_c"], t["pc"], t["pf"])
-    _, _, fine_m = t["run_f"](t["pf"], no_grads)
-    assert float(fine_m[0]) <= max(loss0, float(coarse[0])) * 1.1
+    _, _, fine_mean_nu = t["run_f"](t["pf"], no_grads)
+    assert float(fine_mean_nu[0]) <= max(loss0, float(coarse[0])) * 1.02
 
-    # naive transfer: old entries carried, new mu = nu = 0 with the carried count → ≈3.16 lr steps
+    # naive: old entries carried, new mu = nu = 0 with the carried count → ≈3.16 lr sign(g) steps
     zero_grads = jax.tree_util.tree_map(jnp.zeros_like, t["grads"])
     naive = prolongate_adam_state(t["state_c"], t["pc"], t["pf"], zero_grads)
     _, _, fine_naive = t["run_f"](t["pf"], naive)
-    print(fine_naive[:5], float(jnp.min(fine)), float(jnp.min(coarse)), float(jnp.min(fine_naive)), float(jnp.min(fine_m)))
-    print(fine[-1], coarse[-1], fine_naive[-1], fine_m[-1])
-    assert float(fine_naive[0]) > 5 * loss0
+    assert float(fine_naive[0]) > 10 * loss0  # measured ×106
+    # lr = 1e-2 is past Adam's stable range here (the coarse net itself spikes ×28 at step 149):
+    # the seeded transfer has a transient once the new units get going, 30× below the naive one
+    assert float(jnp.max(fine[:50])) <= 0.1 * float(jnp.max(fine_naive[:50]))
+
+
+def test_seeded_transfer_trains_the_new_units(transfer):
+    """200 steps on: the seeded wide net beats the coarse net's own continuation (new capacity in
+    use), while the gradient-free fallback (mean old nu) only tracks it (final losses measured
+    relative to the coarse one: ×0.41 seeded, ×0.92 fallback)."""
+    t = transfer
+    _, _, coarse = t["run_c"](t["pc"], t["state_c"])
+    seeded = prolongate_adam_state(t["state_c"], t["pc"], t["pf"], t["grads"])
+    _, _, fine = t["run_f"](t["pf"], seeded)
+    _, _, fine_mean_nu = t["run_f"](t["pf"], prolongate_adam_state(t["state_c"], t["pc"], t["pf"]))
+    assert float(fine[-1]) <= 0.6 * float(coarse[-1])
+    assert float(fine[-1]) <= 0.6 * float(fine_mean_nu[-1])

@@ -25,6 +25,8 @@ from pinn.optim import (
     learning_rate_schedule,
     quasi_newton_runner,
     refine_optimizer,
+    run_quasi_newton,
+    scale_by_dense_quasi_newton,
     self_scaled_coefficients,
     should_switch,
 )
@@ -78,6 +80,12 @@ def test_adam_uses_schedule_and_betas():
     np.testing.assert_allclose(np.asarray(u1), [-0.05, 0.05], rtol=1e-6)
     with pytest.raises(ValueError, match="warmup_steps"):
         adam(OptimizerConfig(warmup_steps=10), total_steps=5)
+
+
+def test_refine_optimizer_by_method():
+    assert isinstance(refine_optimizer(RefineConfig(method="ssbfgs")).init(jnp.zeros(3))[0], ScaleByDenseQuasiNewtonState)
+    with pytest.raises(ValueError, match="refine.method"):
+        refine_optimizer(RefineConfig(method="none"))
 
 
 def test_should_switch_by_threshold_or_steps():
@@ -139,14 +147,16 @@ def _random_pair(rng, n, b_target):
 
 
 _update = jax.jit(inverse_hessian_update, static_argnums=4)
+_coefficients = jax.jit(self_scaled_coefficients, static_argnums=(2, 3))
 
 
 def test_self_scaled_updates_match_numpy_transcription_and_secant():
     rng = np.random.default_rng(0)
     thetas = []
-    for trial in range(12):
+    # b < 1/2 gives θ = θ⁺ (= 1), 1/2 < b < 1 mostly θ = (1−b)/b > 0, b > 1 gives θ = θ⁻ < 0
+    for b_target in [0.03, 0.2, 0.6, 0.8, 0.95, 1.5, 5.0, 30.0] * 2:
         n = 8
-        H, s, y, b = _random_pair(rng, n, b_target=10.0 ** rng.uniform(-1, 1))
+        H, s, y, b = _random_pair(rng, n, b_target)
         for variant in ("bfgs", "ssbfgs", "ssbroyden"):
             expected, theta = _numpy_self_scaled_update(H, s, y, b, variant)
             got = np.asarray(_update(jnp.asarray(H), jnp.asarray(s), jnp.asarray(y), jnp.asarray(b), variant))
@@ -156,11 +166,37 @@ def test_self_scaled_updates_match_numpy_transcription_and_secant():
             np.testing.assert_allclose(got, got.T, rtol=0, atol=1e-13 * np.abs(got).max())
             assert np.linalg.eigvalsh(0.5 * (got + got.T)).min() > 0
             if variant == "ssbroyden":
-                coef = self_scaled_coefficients(jnp.asarray(b), jnp.asarray((y @ H @ y) / (y @ s)), n, variant)
+                coef = _coefficients(jnp.asarray(b), jnp.asarray((y @ H @ y) / (y @ s)), n, variant)
                 np.testing.assert_allclose(float(coef.theta), theta, rtol=1e-10, atol=1e-14)
                 thetas.append(theta)
-    # both branches of τ (θ ≤ 0 and θ > 0) were exercised
-    assert min(thetas) <= 0 < max(thetas)
+    # every branch of θ = max(θ⁻, min(θ⁺, (1−b)/b)) and both branches of τ (θ ≤ 0, θ > 0) were exercised
+    assert min(thetas) < 0 and 1.0 in thetas and any(0 < t < 1 for t in thetas)
+
+
+def test_transform_infers_b_from_the_step_and_updates_h():
+    """Two manual steps x₊ = x + α d on a quadratic: the state's H equals the numpy transcription with
+    b = sᵀBs/yᵀs, B = H⁻¹ (which the transform infers from the stored direction and gradient)."""
+    n = 6
+    rng = np.random.default_rng(3)
+    M = rng.normal(size=(n, n))
+    A = M @ M.T + np.eye(n)
+    grad = lambda x: A @ (x - 1.0)  # noqa: E731
+    tr = scale_by_dense_quasi_newton("ssbroyden")
+    update = jax.jit(tr.update)
+    x = np.zeros(n)
+    state = tr.init(jnp.asarray(x))
+    d, state = update(jnp.asarray(grad(x)), state, jnp.asarray(x))
+    H = np.eye(n)
+    for alpha in (0.37, 0.8):
+        x_new = x + alpha * np.asarray(d)
+        d, state = update(jnp.asarray(grad(x_new)), state, jnp.asarray(x_new))
+        s, y = x_new - x, grad(x_new) - grad(x)
+        b = (s @ np.linalg.solve(H, s)) / (y @ s)
+        H, _ = _numpy_self_scaled_update(H, s, y, b, "ssbroyden")
+        np.testing.assert_allclose(np.asarray(state.inverse_hessian), H, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(d), -H @ grad(x_new), rtol=1e-9, atol=1e-12)
+        x = x_new
+    assert int(state.num_skipped) == 0 and int(state.num_resets) == 0 and not bool(state.fresh)
 
 
 def test_self_scaled_special_cases():
@@ -255,6 +291,20 @@ def test_zero_loss_freezes_without_nan(runners, method):
     assert status[-1] == IDLE  # stopped before the block ended, then frozen
     last = int(np.flatnonzero(status != IDLE)[-1])
     assert status[last] != STEPPED
+
+
+def test_run_quasi_newton_partial_blocks_match_one_block(runners):
+    """50 iterations as blocks of 20 + 20 + 10 follow the same trajectory as one block of 50."""
+    data = _quadratic(3, 1e4)
+    x0 = jnp.zeros(N_PARAMS)
+    x, state, history = run_quasi_newton(_synthetic_loss, x0, _opt("ssbroyden"), 50, block_size=20, loss_args=data)
+    assert history.loss.shape == (50,) and isinstance(history.loss, np.ndarray)
+    qn = runners["ssbroyden"]
+    x_ref, state_ref, info = qn.block(x0, qn.init(x0), *data, num_steps=50)
+    np.testing.assert_allclose(np.asarray(x), np.asarray(x_ref), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(history.loss, np.asarray(info.loss)[:50], rtol=1e-10, atol=1e-300)
+    # the same iterations stepped (after convergence each new block reports CONVERGED once, then IDLE)
+    np.testing.assert_array_equal(history.status == STEPPED, np.asarray(info.status)[:50] == STEPPED)
 
 
 @pytest.mark.parametrize("method", ["lbfgs", "ssbroyden"])
@@ -362,6 +412,7 @@ def test_blocks_compile_once_across_resampled_points(pinn_runs):
         params, state, info = qn.block(params, state, x, t)
         assert float(info.loss[-1]) < cached
         assert np.all(np.isfinite(np.asarray(info.loss)))
+        assert np.linalg.eigvalsh(np.asarray(_dense_state(state).inverse_hessian)).min() > 0
         counts.append(traces["n"])
     # only the first reset_cache call traced the loss (once); the block was not traced again
     assert counts[0] == counts[1] == counts[2]

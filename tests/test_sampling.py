@@ -20,7 +20,7 @@ UPPER = np.array(DOMAIN.upper)
 
 
 def bump(z):
-    """A smooth residual field peaked at (t, x) = (0.3, 0.2); works on numpy and jax arrays."""
+    """A smooth residual field peaked at (t, x) = (0.3, 0.2) (numpy; `jbump` is the jax twin)."""
     return 2.0 * np.exp(-((z[:, 0] - 0.3) ** 2 + (z[:, 1] - 0.2) ** 2) / 0.05) + 0.01 * z[:, 0]
 
 
@@ -321,7 +321,9 @@ def test_hard_bank_share_follows_p():
 
 
 def test_hard_bank_p_zero_while_bank_empty():
-    cfg = HardBankConfig(pool_size=64, bank_size=16, top_k=8, refresh_every=10, p_ramp_steps=0, p_max=0.5)
+    cfg = HardBankConfig(
+        pool_size=64, bank_size=16, top_k=8, refresh_every=10, p_ramp_steps=0, p_max=0.5
+    )
     s = sampling.hard_bank(DOMAIN, 32, cfg)
     run = step_fn(s, jbump)
     state = s.init(jax.random.key(0))
@@ -340,7 +342,9 @@ def test_hard_bank_p_zero_while_bank_empty():
 
 def test_rar_d_buffer_fills_wraps_periodic_and_keeps_initial_points():
     initial = sampling.collocation_points("sobol", 50, LOWER, UPPER, seed=0)
-    cfg = RARDConfig(num_new_points=16, percentile=90.0, noise_scale=0.05, every=4, capacity=130, pool_size=1024)
+    cfg = RARDConfig(
+        num_new_points=16, percentile=90.0, noise_scale=0.05, every=4, capacity=130, pool_size=1024
+    )
     s = sampling.rar_d(DOMAIN, initial, cfg)
 
     def edge(z):  # peaked on the periodic seam x = ±1 and at the final time t = 1
@@ -377,7 +381,9 @@ def test_rar_d_buffer_fills_wraps_periodic_and_keeps_initial_points():
 
 def test_rar_d_adds_only_points_above_the_percentile():
     initial = sampling.collocation_points("uniform", 10, LOWER, UPPER, seed=0)
-    cfg = RARDConfig(num_new_points=200, percentile=90.0, noise_scale=0.0, every=1, capacity=210, pool_size=4096)
+    cfg = RARDConfig(
+        num_new_points=200, percentile=90.0, noise_scale=0.0, every=1, capacity=210, pool_size=4096
+    )
     s = sampling.rar_d(DOMAIN, initial, cfg)
     state, _, _ = step_fn(s, lambda z: z[:, 0])(s.init(jax.random.key(0)), jnp.int32(0))
     added = np.asarray(state.points)[10:]
@@ -398,14 +404,17 @@ def test_rar_d_capacity_error():
 SAMPLERS = {
     "uniform": lambda: sampling.uniform(DOMAIN, 64),
     "uniform_fixed": lambda: sampling.uniform(
-        DOMAIN, 32, resample=False, fixed_points=sampling.collocation_points("sobol", 64, LOWER, UPPER, 0)
+        DOMAIN, 32, resample=False,
+        fixed_points=sampling.collocation_points("sobol", 64, LOWER, UPPER, 0),
     ),
     "rad": lambda: sampling.rad(DOMAIN, 64, RADConfig(pool_size=256, resample_every=4)),
     "rar_d": lambda: sampling.rar_d(
-        DOMAIN, np.full((8, 2), 0.5), RARDConfig(capacity=64, pool_size=256, every=4, num_new_points=8)
+        DOMAIN, np.full((8, 2), 0.5),
+        RARDConfig(capacity=64, pool_size=256, every=4, num_new_points=8),
     ),
     "hard_bank": lambda: sampling.hard_bank(
-        DOMAIN, 64, HardBankConfig(pool_size=256, bank_size=32, top_k=8, refresh_every=4, p_ramp_steps=6)
+        DOMAIN, 64,
+        HardBankConfig(pool_size=256, bank_size=32, top_k=8, refresh_every=4, p_ramp_steps=6),
     ),
 }
 
@@ -423,7 +432,8 @@ def train_step_for(name):
         @jax.jit
         def train_step(state, key, step, scale):
             traces.append(1)  # Python side effect: runs once per trace
-            residual_fn = lambda z: scale * jbump(z)  # noqa: E731 (closes over a traced "parameter")
+            # closes over a traced "parameter", like a real residual closes over the params
+            residual_fn = lambda z: scale * jbump(z)  # noqa: E731
             state = s.update(state, key, step, residual_fn)
             pts, w = s.batch(state)
             loss = jnp.sum(w * residual_fn(pts) ** 2) / jnp.sum(w)
@@ -439,7 +449,8 @@ def test_compiled_once_across_refresh_and_plain_steps(name):
     state = s.init(jax.random.key(0))
     struct = jax.tree.map(lambda a: (a.shape, a.dtype), state)
     for step in range(13):  # covers refresh steps (0, 4, 8, 12) and plain ones
-        state, _, loss, _ = train_step(state, jax.random.key(step), jnp.int32(step), jnp.float32(1.0 + step))
+        key, step_arr = jax.random.key(step), jnp.int32(step)
+        state, _, loss, _ = train_step(state, key, step_arr, jnp.float32(1.0 + step))
         assert np.isfinite(float(loss))
         assert jax.tree.map(lambda a: (a.shape, a.dtype), state) == struct
     assert len(traces) == 1

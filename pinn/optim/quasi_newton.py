@@ -16,7 +16,8 @@ Inside a block no NaN is ever carried: an iteration is made only while ‖g‖ >
 is finite; a step is accepted only if the new value and parameters are finite and the value strictly
 decreased. A rejected step restarts the optimizer state (H = I / empty L-BFGS memory) at the current
 parameters; a second rejection in a row (or ‖g‖ ≤ grad_tol) freezes the parameters for the rest of the
-block (reported in `QuasiNewtonBlockInfo.status`).
+block (reported in `QuasiNewtonBlockInfo.status`); the next block checks again from its first
+iteration (after new points it usually makes progress again).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from optax._src.transform import ScaleByLBFGSState
 
 from pinn.config import RefineConfig
 from pinn.optim.ssbroyden import VARIANTS, ScaleByDenseQuasiNewtonState, ssbroyden, zoom_linesearch
@@ -90,7 +90,7 @@ def _all_finite(tree: Any) -> jax.Array:
 
 
 def _is_qn_state(x: Any) -> bool:
-    return isinstance(x, (ScaleByLBFGSState, ScaleByDenseQuasiNewtonState))
+    return isinstance(x, (optax.ScaleByLBFGSState, ScaleByDenseQuasiNewtonState))
 
 
 def _restart_state(opt: optax.GradientTransformationExtraArgs, params: optax.Params, value: jax.Array,
@@ -115,7 +115,7 @@ def qn_reset_cache(opt_state: optax.OptState, params: optax.Params, loss_fn: Los
     new_state = optax.tree.set(opt_state, value=value, grad=grad)
 
     def reset(state: Any) -> Any:
-        if isinstance(state, ScaleByLBFGSState):
+        if isinstance(state, optax.ScaleByLBFGSState):
             return state._replace(params=params, updates=grad)
         if isinstance(state, ScaleByDenseQuasiNewtonState):
             h = state.inverse_hessian
@@ -169,7 +169,9 @@ def qn_block(params: optax.Params, opt_state: optax.OptState, num_steps: jax.Arr
         def no_step(_):
             status = jnp.where(in_range & ~stopped & bad_start, STOPPED,
                                jnp.where(in_range & ~stopped & converged, CONVERGED, IDLE))
+            # keep the computed value/gradient in the cache unless they are not finite
             cached = _cast_like(optax.tree.set(state, value=value, grad=grad), state)
+            cached = jax.tree.map(lambda old, new: jnp.where(bad_start, old, new), state, cached)
             return params, cached, value, jnp.zeros_like(value), jnp.asarray(status)
 
         new_params, new_state, new_value, stepsize, status = jax.lax.cond(run, take_step, no_step, None)
@@ -212,6 +214,8 @@ def quasi_newton_runner(loss_fn: LossFn, opt: optax.GradientTransformationExtraA
     def block(params: optax.Params, opt_state: optax.OptState, *loss_args: Any,
               num_steps: Optional[int] = None):
         steps = block_size if num_steps is None else num_steps
+        if isinstance(steps, int) and not 0 <= steps <= block_size:
+            raise ValueError(f"num_steps = {steps}: must be in [0, block_size = {block_size}]")
         return block_jit(params, opt_state, jnp.asarray(steps, jnp.int32), *loss_args)
 
     reset_jit = jax.jit(lambda opt_state, params, *loss_args: qn_reset_cache(opt_state, params, loss_fn, *loss_args))

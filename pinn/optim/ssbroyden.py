@@ -110,7 +110,7 @@ class ScaleByDenseQuasiNewtonState(NamedTuple):
     Field names avoid `value`/`grad`, which `optax.value_and_grad_from_state` looks up.
     """
 
-    count: jax.Array  # directions produced since the last (re)start, int32
+    count: jax.Array  # directions since the last (re)start or qn_reset_cache; H is updated only if > 0
     inverse_hessian: jax.Array  # H (n, n)
     fresh: jax.Array  # bool: H is the initial identity, not yet updated
     prev_params: jax.Array  # x where the last direction was computed (n,)
@@ -118,7 +118,7 @@ class ScaleByDenseQuasiNewtonState(NamedTuple):
     prev_direction: jax.Array  # the direction d returned there (n,)
     prev_direction_scale: jax.Array  # c with d = −c H g (c < 1 only for a first step)
     num_skipped: jax.Array  # updates skipped by the guards, int32
-    num_resets: jax.Array  # resets of H to I because −gᵀd ≤ 0 or non-finite, int32
+    num_resets: jax.Array  # resets of H to I (−gᵀd ≤ 0, d not finite, or a failed Cholesky test), int32
 
 
 def scale_by_dense_quasi_newton(variant: Variant = "ssbroyden") -> optax.GradientTransformation:

@@ -1,0 +1,167 @@
+"""Shared fixtures for the pipeline-level tests (test_pipeline_dvc.py, test_flows.py).
+
+`built_project` (once per session) is a temporary git + DVC project holding this repository's
+dvc.yaml, the stage sources and the tiny benchmark params (benchmarks/regression/params.yaml),
+after one `dvc repro`; `built_copy` is a fresh copy of it per test (mtimes preserved, so DVC sees
+it unchanged), `tiny_project` the same project not yet built. Subprocesses share a persistent JAX
+compilation cache under pytest's cache directory: every `pinn stage` is a new process that would
+otherwise recompile the same training step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_PARAMS = ROOT / "benchmarks" / "regression" / "params.yaml"
+#: what a project needs besides params.yaml: the DAG, and the sources its stages depend on
+PROJECT_FILES = ("dvc.yaml", ".dvcignore", "pinn", "benchmarks/results")
+#: the stages of dvc.yaml (foreach expanded) for the tiny params' two levels
+STAGES = ["reference", "collocation", "init", "train@level0", "train@level1", "refine",
+          "evaluate", "report"]
+#: every file a stage writes (files inside output directories are found by `snapshot`)
+OUTPUTS = ("data", "metrics.json", "report", "dvc.lock")
+SUBPROCESS_TIMEOUT_S = 900
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = SUBPROCESS_TIMEOUT_S
+        ) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def dvc(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "dvc", *args], project, env)
+
+
+def pinn(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """The `pinn` console script of this environment (as dvc.yaml's commands call it)."""
+    return run([str(Path(sys.executable).parent / "pinn"), *args], project, env)
+
+
+def output_of(proc: subprocess.CompletedProcess) -> str:
+    return (proc.stdout or "") + (proc.stderr or "")
+
+
+def stages_ran(output: str) -> list[str]:
+    """Stages `dvc repro` ran, in order, from its "Running stage 'x':" lines."""
+    return re.findall(r"Running stage '([^']+)':", output)
+
+
+def stages_skipped(output: str) -> list[str]:
+    return re.findall(r"Stage '([^']+)' didn't change, skipping", output)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def snapshot(project: Path) -> dict[str, tuple[int, str]]:
+    """(mtime in ns, sha256) of every output file (resume checkpoints excluded)."""
+    files = {}
+    for name in OUTPUTS:
+        top = project / name
+        paths = [top] if top.is_file() else sorted(p for p in top.rglob("*") if p.is_file())
+        for p in paths:
+            rel = p.relative_to(project).as_posix()
+            if not rel.startswith("data/resume/"):
+                files[rel] = (p.stat().st_mtime_ns, sha256(p))
+    return files
+
+
+def set_params(project: Path, **dotted: object) -> None:
+    """Change params.yaml in place: set_params(p, **{"report.dpi": 41})."""
+    path = project / "params.yaml"
+    data = yaml.safe_load(path.read_text())
+    for key, value in dotted.items():
+        *parents, last = key.split(".")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def make_tiny_project(dest: Path, env: dict[str, str], params: Path = TINY_PARAMS) -> Path:
+    """A git repository with dvc.yaml, the stage sources, `params` as params.yaml, DVC initialised
+    and everything committed: `dvc repro` (and `dvc exp`) work in it."""
+    dest.mkdir(parents=True)
+    for name in PROJECT_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    shutil.copy2(params, dest / "params.yaml")
+    git = ["git", "-c", "user.name=pinn tests", "-c", "user.email=tests@pinn.invalid"]
+    for cmd in (git + ["init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"],
+                git + ["add", "-A"], git + ["commit", "-q", "-m", "tiny project"]):
+        proc = run(cmd, dest, env, timeout=120)
+        assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{output_of(proc)}"
+    return dest
+
+
+@pytest.fixture(scope="session")
+def pipeline_env(pytestconfig, tmp_path_factory) -> dict[str, str]:
+    """Environment for `dvc`/`pinn` subprocesses: this venv's scripts first on PATH, a shared
+    persistent JAX compilation cache, DVC's per-repo state kept in a temporary directory."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    cache = getattr(pytestconfig, "cache", None)  # None under `-p no:cacheprovider`
+    jax_cache = (cache.mkdir("pinn-jax-compilation-cache") if cache is not None
+                 else tmp_path_factory.mktemp("jax-compilation-cache"))
+    env["JAX_COMPILATION_CACHE_DIR"] = str(jax_cache)
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+    env["DVC_SITE_CACHE_DIR"] = str(tmp_path_factory.mktemp("dvc-site-cache"))
+    env["DVC_NO_ANALYTICS"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("PINN_DEBUG", None)
+    return env
+
+
+@pytest.fixture
+def pipeline_environ(pipeline_env, monkeypatch) -> dict[str, str]:
+    """`pipeline_env` applied to this process (flows run in-process and spawn `dvc`)."""
+    for key, value in pipeline_env.items():
+        if os.environ.get(key) != value:
+            monkeypatch.setenv(key, value)
+    monkeypatch.delenv("PINN_DEBUG", raising=False)
+    return pipeline_env
+
+
+@pytest.fixture(scope="session")
+def built_project(tmp_path_factory, pipeline_env) -> SimpleNamespace:
+    """The tiny project after one full `dvc repro` (shared: tests change only copies of it)."""
+    project = make_tiny_project(tmp_path_factory.mktemp("built") / "project", pipeline_env)
+    start = time.monotonic()
+    proc = dvc(project, pipeline_env, "repro")
+    seconds = time.monotonic() - start
+    assert proc.returncode == 0, f"dvc repro failed:\n{output_of(proc)[-4000:]}"
+    return SimpleNamespace(path=project, output=output_of(proc), seconds=seconds)
+
+
+@pytest.fixture
+def built_copy(built_project, tmp_path) -> Path:
+    """A private copy of the built project (git, DVC cache, lock file and outputs; mtimes kept)."""
+    dest = tmp_path / "project"
+    shutil.copytree(built_project.path, dest, symlinks=True)
+    return dest
+
+
+@pytest.fixture
+def tiny_project(tmp_path, pipeline_env) -> Path:
+    """The tiny project, committed and not built."""
+    return make_tiny_project(tmp_path / "project", pipeline_env)

@@ -1,0 +1,229 @@
+"""The Prefect flows (flows/pipeline.py, flows/regression.py) against a temporary Prefect server.
+
+The pipeline flow runs on copies of the session's built tiny project (tests/conftest.py), so DVC
+has something to skip; the regression flow reuses such a copy as its scratch project.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, STAGES, TINY_PARAMS, set_params, snapshot
+
+from flows import pipeline as pipeline_module  # first: sets the Prefect defaults
+from flows import regression as regression_module
+from flows.pipeline import RAN, SKIPPED, pipeline, read_dag
+from flows.regression import (
+    BaselineError, RegressionError, compare_metrics, load_baseline, regression, source_dependencies,
+)
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter, ArtifactFilterFlowRunId, TaskRunFilter, TaskRunFilterFlowRunId,
+)
+from prefect.testing.utilities import prefect_test_harness
+
+COMMITTED_BASELINE = ROOT / "benchmarks" / "regression" / "baseline.json"
+
+
+@pytest.fixture(scope="module")
+def prefect_server():
+    """A temporary Prefect server and database for this module's flow runs."""
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def task_runs(flow_run_id) -> dict[str, str]:
+    """{task run name: state type} of a flow run, from the Prefect API."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(task_run_filter=TaskRunFilter(
+            flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id])))
+    return {run.name: run.state.type.value for run in runs}
+
+
+def artifacts(flow_run_id) -> dict[str, object]:
+    """{artifact key: data} of a flow run, from the Prefect API."""
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    return {a.key: a.data for a in found}
+
+
+# ----------------------------------------------------------------------------------------------
+# the DAG comes from DVC
+
+
+def test_dag_is_read_from_dvc_with_foreach_expanded(tiny_project):
+    dag = read_dag(tiny_project)
+    assert [node.name for node in dag] == STAGES
+    upstream = {node.name: set(node.upstream) for node in dag}
+    assert upstream["reference"] == upstream["collocation"] == upstream["init"] == set()
+    assert upstream["train@level0"] == {"reference", "collocation", "init"}
+    assert upstream["train@level1"] == {"reference", "collocation", "train@level0"}
+    assert upstream["evaluate"] == {"reference", "refine"}
+    assert dict((n.name, n.cmd) for n in dag)["train@level1"] == "pinn stage train --level level1"
+
+    # a third level in params.yaml and an extra stage in dvc.yaml show up: nothing is hard-coded
+    set_params(tiny_project, **{"multilevel.num_levels": 3,
+                                "multilevel.levels.level2": {"steps": 10, "init_from": "level1"}})
+    dvc_yaml = yaml.safe_load((tiny_project / "dvc.yaml").read_text())
+    dvc_yaml["stages"]["summary"] = {"cmd": "cp metrics.json summary.json",
+                                     "deps": ["metrics.json"], "outs": ["summary.json"]}
+    (tiny_project / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml, sort_keys=False))
+    names = [node.name for node in read_dag(tiny_project)]
+    assert names.index("train@level1") < names.index("train@level2") < names.index("refine")
+    assert names.index("evaluate") < names.index("summary")
+    assert dict((n.name, n.upstream) for n in read_dag(tiny_project))["summary"] == ("evaluate",)
+
+
+def test_source_dependencies_are_the_deps_no_stage_produces(tiny_project):
+    sources = source_dependencies(tiny_project)
+    assert "pinn/reference" in sources and "pinn/train.py" in sources
+    assert "benchmarks/results" in sources
+    assert not [s for s in sources if s.startswith("data") or s == "metrics.json"]
+
+
+# ----------------------------------------------------------------------------------------------
+# the pipeline flow
+
+
+def test_pipeline_flow_runs_changed_stages_and_skips_the_rest(
+        built_copy, pipeline_environ, prefect_server):
+    set_params(built_copy, **{"report.dpi": 41})
+    state = pipeline(params_path=str(built_copy / "params.yaml"), return_state=True)
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert result["stages"] == {s: (RAN if s == "report" else SKIPPED) for s in STAGES}
+    metrics = json.loads((built_copy / "metrics.json").read_text())
+    assert result["metrics"] == metrics
+
+    flow_run = state.state_details.flow_run_id
+    runs = task_runs(flow_run)
+    assert set(runs) == set(STAGES) | {name for name in runs if name.startswith("publish-report")}
+    assert all(state_type == "COMPLETED" for state_type in runs.values()), runs
+    found = artifacts(flow_run)
+    assert {"pinn-report", "pinn-metrics", "pinn-stages"} <= set(found)
+    report = found["pinn-report"]
+    assert report.startswith("# Regression benchmark")
+    assert "data:image/png;base64,iVBORw0KGgo" in report  # figures embedded as PNG
+    assert "](convergence.png)" not in report
+    table = json.loads(found["pinn-metrics"])
+    assert {row["metric"]: row["value"] for row in table}["rel_l2"] == metrics["rel_l2"]
+    stages_table = json.loads(found["pinn-stages"])
+    assert [(r["stage"], r["outcome"]) for r in stages_table] == list(result["stages"].items())
+
+    again = pipeline(params_path=str(built_copy / "params.yaml"), return_state=True)
+    assert again.is_completed(), again.message
+    assert again.result()["stages"] == {s: SKIPPED for s in STAGES}
+
+
+def test_pipeline_flow_rejects_bad_params_before_any_stage(
+        built_copy, pipeline_environ, prefect_server, capsys):
+    set_params(built_copy, **{"sampling.hard_bank.p_max": 1.5})
+    before = snapshot(built_copy)
+    state = pipeline(params_path=str(built_copy / "params.yaml"), return_state=True)
+    assert state.is_failed()
+    assert state.message == ("error: params.yaml: sampling.hard_bank.p_max = 1.5: "
+                             "must be less than or equal to 1")
+    assert task_runs(state.state_details.flow_run_id) == {}
+    assert snapshot(built_copy) == before
+
+    assert pipeline_module.main(["--params", str(built_copy / "params.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == state.message
+    assert not any("Traceback" in line for line in err)
+    assert snapshot(built_copy) == before
+
+
+def test_pipeline_flow_stops_at_a_failing_stage(built_copy, pipeline_environ, prefect_server):
+    # valid params, but a coefficient the problem does not have: the reference stage fails
+    set_params(built_copy, **{"problem.coefficients": {"no_such_coefficient": 1.0}})
+    state = pipeline(params_path=str(built_copy / "params.yaml"), return_state=True)
+    assert state.is_failed()
+    assert re.search(r"^stage reference: `dvc repro --single-item reference` exited with \d+: "
+                     r".*failed to reproduce 'reference'", state.message), state.message
+    runs = task_runs(state.state_details.flow_run_id)
+    assert runs == {"reference": "FAILED"}
+    stages_table = json.loads(artifacts(state.state_details.flow_run_id)["pinn-stages"])
+    outcomes = {r["stage"]: r["outcome"] for r in stages_table}
+    assert outcomes["reference"] == "failed"
+    assert outcomes["report"] == "not run"
+
+
+# ----------------------------------------------------------------------------------------------
+# the regression flow
+
+
+def write_baseline(path: Path, **metrics: tuple[float, float]) -> Path:
+    path.write_text(json.dumps({"metrics": {k: {"value": v, "rtol": r}
+                                            for k, (v, r) in metrics.items()}}))
+    return path
+
+
+def test_compare_metrics_rule():
+    baseline = {"metrics": {"rel_l2": {"value": 0.1, "rtol": 0.5},
+                            "max_abs": {"value": 1.0, "rtol": 0.0}}}
+    rows, failures = compare_metrics({"rel_l2": 0.149, "max_abs": 0.5}, baseline)
+    assert failures == [] and [r["status"] for r in rows] == ["ok", "ok"]
+    assert rows[0]["change_pct"] == pytest.approx(49.0)
+
+    rows, failures = compare_metrics({"rel_l2": 0.151, "max_abs": 1.0000001}, baseline)
+    assert [r["status"] for r in rows] == ["worse", "worse"]
+    assert failures[0] == ("rel_l2: new value 0.151 vs baseline 0.1 (+51 %), "
+                           "allowed <= 0.15 (rtol 0.5)")
+
+    _, failures = compare_metrics({"rel_l2": math.nan}, baseline)
+    assert failures == ["rel_l2: new value nan is not finite (baseline 0.1)",
+                        "max_abs: missing from metrics.json (baseline 1)"]
+
+
+def test_load_baseline_rejects_malformed_files(tmp_path):
+    with pytest.raises(BaselineError, match="baseline not found"):
+        load_baseline(tmp_path / "missing.json")
+    with pytest.raises(BaselineError, match=r"metrics\.rel_l2\.rtol = -1: must be a number >= 0"):
+        load_baseline(write_baseline(tmp_path / "b.json", rel_l2=(0.1, -1)))
+    (tmp_path / "c.json").write_text('{"metrics": {"rel_l2": {"value": NaN, "rtol": 0}}}')
+    with pytest.raises(BaselineError, match=r"metrics\.rel_l2\.value = nan: must be a finite"):
+        load_baseline(tmp_path / "c.json")
+    committed = load_baseline(COMMITTED_BASELINE)
+    assert {"rel_l2", "max_abs"} <= set(committed["metrics"])
+    assert committed["hardware"]["cpu"] and committed["params_digest"]
+
+
+def test_regression_flow_fails_on_a_stricter_baseline_and_passes_the_committed_one(
+        built_copy, pipeline_environ, prefect_server, tmp_path):
+    """The committed baseline holds for the benchmark params; rel_l2 = 1e-12 (rtol 0) does not."""
+    user_data = snapshot(ROOT)
+    strict = write_baseline(tmp_path / "strict.json", rel_l2=(1e-12, 0.0))
+    metrics = json.loads((built_copy / "metrics.json").read_text())
+    with pytest.raises(RegressionError) as failure:
+        regression(params_path=str(TINY_PARAMS), baseline_path=str(strict),
+                   workdir=str(built_copy))
+    message = str(failure.value)
+    assert "rel_l2: new value" in message and "baseline 1e-12" in message
+    assert f"{metrics['rel_l2']:.4g}" in message and " %)" in message
+    assert "max_abs" not in message
+
+    before = snapshot(built_copy)
+    result = regression(params_path=str(TINY_PARAMS), baseline_path=str(COMMITTED_BASELINE),
+                        workdir=str(built_copy))
+    assert [(r["metric"], r["status"]) for r in result["comparison"]] == [
+        ("rel_l2", "ok"), ("max_abs", "ok")]
+    assert result["metrics"]["rel_l2"] == metrics["rel_l2"]
+    assert snapshot(built_copy) == before  # same code, same params: DVC skipped every stage
+    assert snapshot(ROOT) == user_data
+
+
+def test_regression_serve_entry_point(monkeypatch):
+    calls = []
+    monkeypatch.setattr(regression_module.regression, "serve",
+                        lambda **kwargs: calls.append(kwargs))
+    assert regression_module.main(["--serve", "--cron", "0 3 * * *"]) == 0
+    assert calls == [{"name": "pinn-regression-nightly", "cron": "0 3 * * *",
+                      "parameters": {"params_path": "benchmarks/regression/params.yaml",
+                                     "baseline_path": "benchmarks/regression/baseline.json"}}]

@@ -1,0 +1,216 @@
+"""Pipeline-level tests through DVC on the tiny benchmark params: a full `dvc repro`, what a second
+one and param changes rerun, resuming a SIGKILLed training stage, and malformed params.
+
+Fixtures (tests/conftest.py): `built_project` is built once per session by `dvc repro`; each test
+that changes something works on `built_copy`, its own copy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import (
+    STAGES, dvc, output_of, pinn, set_params, sha256, snapshot, stages_ran, stages_skipped,
+)
+
+UPSTREAM_OF_LEVEL1 = ["data/reference.npz", "data/collocation.npz", "data/export/init.npz",
+                      "data/export/level0.npz", "data/train/level0/history.csv"]
+BAD_P_MAX_ERROR = re.compile(
+    r"^error: params\.yaml: sampling\.hard_bank\.p_max = 1\.5: must be less than or equal to 1$"
+)
+
+
+def changed(before: dict, after: dict) -> set[str]:
+    """Output files added, removed, rewritten (mtime) or changed (content)."""
+    return {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+
+
+def test_repro_runs_every_stage_and_writes_outputs(built_project):
+    project, output = built_project.path, built_project.output
+    ran = stages_ran(output)
+    assert sorted(ran) == sorted(STAGES), output
+    for before, after in [("init", "train@level0"), ("reference", "train@level0"),
+                          ("collocation", "train@level0"), ("train@level0", "train@level1"),
+                          ("train@level1", "refine"), ("refine", "evaluate"), ("evaluate", "report")]:
+        assert ran.index(before) < ran.index(after)
+    for name in ("init", "level0", "level1"):
+        with np.load(project / "data" / "export" / f"{name}.npz") as export:
+            assert len(export.files) > 0
+    for path in ("data/reference.npz", "data/collocation.npz", "data/refined.npz",
+                 "data/evaluate/errors.npz", "data/train/level1/samples.npz"):
+        assert (project / path).is_file(), path
+
+    metrics = json.loads((project / "metrics.json").read_text())
+    assert metrics["problem"] == "burgers_1d"
+    assert math.isfinite(metrics["rel_l2"]) and 0 < metrics["rel_l2"] < 10
+    assert math.isfinite(metrics["max_abs"]) and metrics["max_abs"] > 0
+
+    report = (project / "report" / "report.md").read_text()
+    assert report.startswith("# Regression benchmark")
+    assert f"{metrics['rel_l2']:.3e}" in report
+    figures = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", report)
+    assert figures and all((project / "report" / f).is_file() for f in figures)
+
+    level1 = pd.read_csv(project / "data" / "train" / "level1" / "history.csv")
+    assert list(level1["level_step"]) == [10, 20, 30, 40]
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    assert sorted(lock["stages"]) == sorted(STAGES)
+
+
+def test_second_repro_reruns_nothing(built_copy, pipeline_env):
+    before = snapshot(built_copy)
+    proc = dvc(built_copy, pipeline_env, "repro")
+    out = output_of(proc)
+    assert proc.returncode == 0, out
+    assert stages_ran(out) == []
+    assert sorted(stages_skipped(out)) == sorted(STAGES)
+    status = dvc(built_copy, pipeline_env, "status")
+    assert status.returncode == 0 and "Data and pipelines are up to date." in status.stdout
+    assert changed(before, snapshot(built_copy)) == set()
+
+
+def test_report_param_reruns_only_report(built_copy, pipeline_env):
+    before = snapshot(built_copy)
+    set_params(built_copy, **{"report.dpi": 41})
+    status = dvc(built_copy, pipeline_env, "status").stdout
+    assert re.findall(r"^(\S+):$", status, re.M) == ["report"], status
+
+    proc = dvc(built_copy, pipeline_env, "repro")
+    out = output_of(proc)
+    assert proc.returncode == 0, out
+    assert stages_ran(out) == ["report"]
+    assert sorted(stages_skipped(out)) == sorted(set(STAGES) - {"report"})
+    rewritten = changed(before, snapshot(built_copy))
+    assert "report/convergence.png" in rewritten  # drawn at the new dpi
+    assert {p for p in rewritten if not p.startswith("report/")} == {"dvc.lock"}
+
+
+def test_level1_steps_rerun_level1_and_downstream_only(built_copy, pipeline_env):
+    before = snapshot(built_copy)
+    set_params(built_copy, **{"multilevel.levels.level1.steps": 50})
+    proc = dvc(built_copy, pipeline_env, "repro")
+    out = output_of(proc)
+    assert proc.returncode == 0, out
+    assert stages_ran(out) == ["train@level1", "refine", "evaluate", "report"]
+    assert sorted(stages_skipped(out)) == ["collocation", "init", "reference", "train@level0"]
+    after = snapshot(built_copy)
+    for path in UPSTREAM_OF_LEVEL1:
+        assert after[path] == before[path], f"{path} was rewritten"
+    for path in ("data/export/level1.npz", "data/refined.npz", "metrics.json"):
+        assert after[path][1] != before[path][1], f"{path} did not change"
+    level1 = pd.read_csv(built_copy / "data" / "train" / "level1" / "history.csv")
+    assert list(level1["level_step"]) == [10, 20, 30, 40, 50]
+
+
+def _wait_for_checkpoint(ckpt_dir: Path, proc: subprocess.Popen, log: Path, timeout: float) -> int:
+    """Poll until a finished checkpoint (a directory named by its step) exists; return the step."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ckpt_dir.is_dir():
+            steps = [int(p.name) for p in ckpt_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+            if steps:
+                return max(steps)
+        if proc.poll() is not None:
+            pytest.fail(f"training finished before a checkpoint was seen:\n{log.read_text()}")
+        time.sleep(0.02)
+    proc.kill()
+    pytest.fail(f"no checkpoint in {ckpt_dir} after {timeout} s:\n{log.read_text()}")
+
+
+def test_killed_training_resumes_from_checkpoint(built_copy, pipeline_env):
+    steps, every, log_every = 2000, 100, 50
+    set_params(built_copy, **{"multilevel.levels.level0.steps": steps,
+                              "train.checkpoint_every": every, "train.log_every": log_every})
+    for out in ("data/export/level0.npz", "data/checkpoints/level0", "data/train/level0"):
+        path = built_copy / out  # what DVC removes before it runs the stage
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+    log = built_copy / "first-run.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen([str(Path(pipeline_env["PATH"].split(os.pathsep)[0]) / "pinn"),
+                                 "stage", "train", "--level", "level0"],
+                                cwd=built_copy, env=pipeline_env, stdout=f, stderr=subprocess.STDOUT)
+        try:
+            _wait_for_checkpoint(built_copy / "data/resume/train-level0/ckpt", proc, log, 600)
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (built_copy / "data/export/level0.npz").exists()
+
+    rerun = pinn(built_copy, pipeline_env, "stage", "train", "--level", "level0")
+    out = output_of(rerun)
+    assert rerun.returncode == 0, out
+    match = re.search(r"train level0: resuming from checkpoint at step (\d+)", out)
+    assert match, out
+    resumed_at = int(match.group(1))
+    assert 0 < resumed_at < steps and resumed_at % every == 0
+    assert f"train level0: {steps} steps" in out
+
+    history = pd.read_csv(built_copy / "data/train/level0/history.csv")
+    assert list(history["level_step"]) == list(range(log_every, steps + 1, log_every))
+    assert np.isfinite(history["loss"]).all()
+    with np.load(built_copy / "data/export/level0.npz") as export:
+        assert len(export.files) > 0
+    assert not (built_copy / "data/resume/train-level0/ckpt").exists()
+
+
+@pytest.fixture
+def bad_params(built_copy) -> Path:
+    """The built copy with sampling.hard_bank.p_max = 1.5 (allowed: [0, 1])."""
+    set_params(built_copy, **{"sampling.hard_bank.p_max": 1.5})
+    return built_copy
+
+
+def _assert_one_line_error(proc: subprocess.CompletedProcess) -> None:
+    out = output_of(proc)
+    assert proc.returncode == 2, out
+    assert "Traceback" not in out
+    assert BAD_P_MAX_ERROR.match(proc.stderr.strip()), proc.stderr
+
+
+@pytest.mark.parametrize("argv", [["check-params"], ["stage", "reference"],
+                                  ["stage", "train", "--level", "level0"], ["run"]])
+def test_malformed_params_one_line_error_through_pinn(bad_params, pipeline_env, argv):
+    before = snapshot(bad_params)
+    _assert_one_line_error(pinn(bad_params, pipeline_env, *argv))
+    assert changed(before, snapshot(bad_params)) == set()
+
+
+def test_malformed_params_one_line_error_through_dvc_repro(bad_params, pipeline_env):
+    before = snapshot(bad_params)
+    proc = dvc(bad_params, pipeline_env, "repro")
+    out = output_of(proc)
+    assert proc.returncode != 0
+    assert "Traceback" not in out
+    error_lines = [ln for ln in out.splitlines() if ln.startswith("error: ")]
+    assert len(error_lines) == 1 and BAD_P_MAX_ERROR.match(error_lines[0]), out
+    # the first stage that reads `sampling` is the one DVC tried; DVC removes a stage's outputs
+    # before running its command, so only that stage's outputs are gone (and restorable) ...
+    assert stages_ran(out) == ["train@level0"]
+    level0_outs = {p for p in before if p.startswith(("data/export/level0.npz",
+                                                      "data/checkpoints/level0/",
+                                                      "data/train/level0/samples.npz"))}
+    after = snapshot(bad_params)
+    assert changed(before, after) == level0_outs
+    assert all(p not in after for p in level0_outs)
+    restore = dvc(bad_params, pipeline_env, "checkout", "train@level0")
+    assert restore.returncode == 0, output_of(restore)
+    assert {p: h for p, (_, h) in snapshot(bad_params).items()} == {p: h for p, (_, h) in before.items()}
+    # ... and the outputs that DVC cannot cache (metrics, history) are untouched
+    assert after["data/train/level0/history.csv"] == before["data/train/level0/history.csv"]
+    assert after["metrics.json"] == before["metrics.json"]
+    assert sha256(bad_params / "report" / "report.md") == before["report/report.md"][1]
