@@ -10,6 +10,7 @@ function-preserving prolongation of `pinn.multilevel` with the Adam state carrie
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from pinn.models import PINN, make_model, split
 from pinn.train import Trainer, TrainState
 
 DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
+log = logging.getLogger("pinn.cascade")
 
 
 class DivergenceError(RuntimeError):
@@ -161,24 +163,41 @@ def train_level(
     done = int(state.step)
     bar = tqdm(total=num_steps, initial=done, desc=f"train {level}", disable=not progress, leave=False)
     t_start = time.perf_counter()
+    tcfg = trainer.cfg.train
+    retries = 0
     while done < num_steps:
         n = min(log_every, num_steps - done)
         t0 = time.perf_counter()
+        last_good = state
         state, m = trainer.run(state, n)
         jax.block_until_ready(state.params)
         dt = time.perf_counter() - t0
+        if int(state.nonfinite) > int(last_good.nonfinite):
+            # caught within one step (the non-finite update was not applied); roll back to the
+            # state at the start of this interval and retry with a smaller learning rate
+            retries += 1
+            lr_scale = float(last_good.lr_scale) * tcfg.divergence_lr_factor
+            if retries > tcfg.max_divergence_retries:
+                bar.close()
+                raise DivergenceError(
+                    f"level {level}: training diverged (non-finite loss or gradient) between steps "
+                    f"{int(last_good.step)} and {int(state.step)}; gave up after "
+                    f"{tcfg.max_divergence_retries} retries with the learning rate lowered to "
+                    f"{float(last_good.lr_scale):.3g}x (train.max_divergence_retries, "
+                    "train.divergence_lr_factor)"
+                )
+            log.warning("level %s: non-finite loss/gradient after step %d: rolling back to step %d, "
+                        "learning rate x%.3g (retry %d of %d)", level, int(state.step),
+                        int(last_good.step), lr_scale, retries, tcfg.max_divergence_retries)
+            state = last_good._replace(lr_scale=jnp.asarray(lr_scale, jnp.float32))
+            continue
         done = int(state.step)
         bar.update(n)
         row = {"level": level, "step": step_offset + done, "level_step": done}
         row.update({k: _to_float(v) for k, v in m.items()})
         row["steps_per_s"] = n / dt if dt > 0 else float("nan")
         row["wall_s"] = wall_offset + time.perf_counter() - t_start
-        if int(state.nonfinite) > 0:
-            bar.close()
-            raise DivergenceError(
-                f"level {level}: non-finite loss or gradient at step {done} "
-                f"(last finite loss {row.get('loss')}); the update was not applied"
-            )
+        row["lr_scale"] = float(state.lr_scale)
         if reference is not None:
             row["rel_l2"] = accuracy(trainer.field(state.params), reference, dtype=trainer.dtype).rel_l2
         rows.append(row)

@@ -55,6 +55,13 @@ def user_errors(fn):
                 raise
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2)
+        except Exception as e:
+            from pinn.cascade import DivergenceError
+
+            if not isinstance(e, DivergenceError) or os.environ.get("PINN_DEBUG"):
+                raise
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(3)
 
     return wrapper
 

@@ -233,6 +233,10 @@ class TrainConfig(_Section):
     log_every: int = Field(100, gt=0)
     checkpoint_every: int = Field(500, gt=0)
     precision: Literal["float32", "float64"] = "float32"
+    #: divergence policy: on a non-finite loss/gradient roll back to the last good state, multiply
+    #: the learning rate by `divergence_lr_factor`, retry; fail after `max_divergence_retries`
+    max_divergence_retries: int = Field(3, ge=0)
+    divergence_lr_factor: float = Field(0.5, gt=0, lt=1)
 
 
 class EvaluateConfig(_Section):

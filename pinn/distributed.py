@@ -110,7 +110,7 @@ def resolve_setup(
             f"process_id = {pid}: must be < num_processes ({num}) "
             f"(from {ENV_PROCESS_ID} / {ENV_NUM_PROCESSES} or distributed.* in params)"
         )
-    if address is not None and ":" not in address:
+    if address is not None and (":" not in address or not address.rsplit(":", 1)[1].isdigit()):
         raise ConfigError(
             f"coordinator_address = {address!r}: must be 'host:port' (process 0's address)"
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +36,17 @@ def _rad_redraw(key, residual_fn, n: int, lower, upper, k: float, c: float, dtyp
     return pool[idx]
 
 
+class RefineState(NamedTuple):
+    """Everything the refinement needs to resume: checkpointed after every block."""
+
+    params: Any
+    opt_state: Any
+    points: jax.Array  # current interior points (redrawn by RAD between blocks)
+    key: jax.Array
+    iteration: jax.Array  # int32: iterations done
+    block: jax.Array  # int32: blocks done
+
+
 def refine(
     cfg: Params,
     problem,
@@ -47,10 +58,16 @@ def refine(
     *,
     reference=None,
     on_log: Callable[[dict], None] | None = None,
+    on_block: Callable[[RefineState], None] | None = None,
+    restore: Callable[[RefineState], RefineState | None] | None = None,
     wall_budget_s: float | None = None,
     progress: bool = False,
 ):
-    """Run `cfg.refine.iterations` quasi-Newton iterations; returns `(params, rows, dtype)`."""
+    """Run `cfg.refine.iterations` quasi-Newton iterations; returns `(params, rows, dtype)`.
+
+    `on_block(state)` is called after every block (checkpointing); `restore(template)` may return a
+    saved `RefineState` to continue from (resuming a killed run).
+    """
     from tqdm.auto import tqdm
 
     rcfg = cfg.refine
@@ -86,8 +103,16 @@ def refine(
     rows: list[dict] = []
     done = 0
     block_index = 0
+    if restore is not None:
+        template = RefineState(params, state, points, key, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+        saved = restore(template)
+        if saved is not None:
+            params, state, points, key = saved.params, saved.opt_state, saved.points, saved.key
+            done, block_index = int(saved.iteration), int(saved.block)
+            state = runner.reset_cache(state, params, points, ic_x, bc_z)
     t_start = time.perf_counter()
-    bar = tqdm(total=rcfg.iterations, desc=f"refine {rcfg.method}", disable=not progress, leave=False)
+    bar = tqdm(total=rcfg.iterations, initial=done, desc=f"refine {rcfg.method}", disable=not progress,
+               leave=False)
     while done < rcfg.iterations:
         if rcfg.resample_every_blocks and block_index > 0 and block_index % rcfg.resample_every_blocks == 0:
             key, sub = jax.random.split(key)
@@ -112,6 +137,9 @@ def refine(
         rows.append(row)
         if on_log is not None:
             on_log(row)
+        if on_block is not None:
+            on_block(RefineState(params, state, points, key, jnp.asarray(done, jnp.int32),
+                                 jnp.asarray(block_index, jnp.int32)))
         if row["accepted_steps"] == 0:
             break  # converged or stalled: further blocks would do nothing
         if wall_budget_s is not None and row["wall_s"] >= wall_budget_s:

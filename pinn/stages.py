@@ -173,10 +173,14 @@ def stage_train(cfg: Params, level: str, *, progress: bool = True) -> Path:
     rows = _load_partial_history(resume_dir, int(state.step))
     every = cfg.train.checkpoint_every
 
+    last_saved = [int(state.step)]
+
     def on_chunk(s):
-        if int(s.step) % every == 0 or int(s.step) >= cascade.level_steps(cfg, level):
-            ckpt.save(int(s.step), s)
+        step = int(s.step)
+        if step - last_saved[0] >= every or step >= cascade.level_steps(cfg, level):
+            ckpt.save(step, s)
             _save_partial_history(resume_dir, rows)
+            last_saved[0] = step
 
     def on_log(row):
         rows.append(row)
@@ -191,7 +195,8 @@ def stage_train(cfg: Params, level: str, *, progress: bool = True) -> Path:
     ckpt.wait()
     points, weights = trainer.sampler.batch(state.sampler_state)
     _finish_level(cfg, level, state, rows, history_path, np.asarray(points), np.asarray(weights))
-    ckpt.remove()
+    ckpt.close()
+    shutil.rmtree(resume_dir, ignore_errors=True)
     return export_path(level)
 
 
@@ -210,12 +215,12 @@ def _save_partial_history(resume_dir: Path, rows: list[dict]) -> None:
     io.write_text(resume_dir / "history.json", json.dumps(rows))
 
 
-def _load_partial_history(resume_dir: Path, step: int) -> list[dict]:
+def _load_partial_history(resume_dir: Path, step: int, key: str = "level_step") -> list[dict]:
     path = resume_dir / "history.json"
     if step == 0 or not path.exists():
         return []
     rows = json.loads(path.read_text())
-    return [r for r in rows if r.get("level_step", 0) <= step]
+    return [r for r in rows if r.get(key, 0) <= step]
 
 
 def write_history(path: Path, rows: list[dict]) -> None:
@@ -235,6 +240,7 @@ def _finish_level(
     with io.atomic_path(history_path.parent / "samples.npz", suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, points=points, weights=weights)
+    shutil.rmtree(DATA / "checkpoints" / level, ignore_errors=True)  # this stage's output: replaced
     final = Checkpointer(DATA / "checkpoints" / level, max_to_keep=1)
     final.save(int(state.step), state, wait=True)
     final.close()
@@ -322,10 +328,28 @@ def stage_refine(cfg: Params, *, progress: bool = True) -> Path:
     if cfg.refine.method == "none" or cfg.refine.iterations == 0:
         params = state.params
     else:
+        resume_dir = RESUME / "refine"
+        ckpt = _resume_checkpointer(resume_dir, fingerprint(cfg, "refine", [source, COLLOCATION, REFERENCE]))
+
+        def restore(template):
+            found = ckpt.restore_latest(template)
+            if found is None:
+                return None
+            step, saved = found
+            rows.extend(_load_partial_history(resume_dir, int(saved.iteration), key="iteration"))
+            print(f"refine: resuming from checkpoint at iteration {step}")
+            return saved
+
+        def on_block(s):
+            ckpt.save(int(s.iteration), s)
+            _save_partial_history(resume_dir, rows)
+
         params, rows, _ = refine(
             cfg, problem, trainer.graphdef, trainer.rest, state.params, weights,
             load_collocation(), reference=reference, on_log=rows.append, progress=progress,
+            on_block=on_block, restore=restore,
         )
+        ckpt.wait()
     write_history(DATA / "refine" / "history.csv", rows or [{"iteration": 0, "loss": float("nan"),
                                                             "rel_l2": float("nan"), "wall_s": 0.0,
                                                             "method": cfg.refine.method}])
@@ -333,6 +357,9 @@ def stage_refine(cfg: Params, *, progress: bool = True) -> Path:
     if rows and not np.isfinite(final_loss):
         raise RuntimeError(f"refine: loss is not finite ({final_loss}); nothing written")
     io.save_tree(REFINED, params, refine_iterations=np.asarray(rows[-1]["iteration"] if rows else 0))
+    if cfg.refine.method != "none" and cfg.refine.iterations > 0:
+        ckpt.close()
+        shutil.rmtree(RESUME / "refine", ignore_errors=True)
     if rows:
         print(f"refine {cfg.refine.method}: {rows[-1]['iteration']} iterations, loss {final_loss:.3e}, "
               f"rel L2 {rows[-1].get('rel_l2', float('nan')):.3e} -> {REFINED}")

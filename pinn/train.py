@@ -38,6 +38,7 @@ class TrainState(NamedTuple):
     key: jax.Array
     step: jax.Array  # int32 scalar: steps taken in this phase
     nonfinite: jax.Array  # int32 scalar: steps skipped because loss/grads were not finite
+    lr_scale: jax.Array  # float32 scalar multiplying Adam's updates (lowered after a divergence)
 
 
 def tree_norm(tree) -> jax.Array:
@@ -143,6 +144,7 @@ class Trainer:
             key=k_state,
             step=jnp.zeros((), jnp.int32),
             nonfinite=jnp.zeros((), jnp.int32),
+            lr_scale=jnp.ones((), jnp.float32),
         )
         return state if self.mesh is None else distributed.replicate(state, self.mesh)
 
@@ -195,6 +197,8 @@ class Trainer:
 
         balancer_state = self.balancer.update(state.balancer_state, state.step, terms, grad_norms)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        # Adam's update is linear in the learning rate: scaling it is scaling the learning rate
+        updates = jax.tree_util.tree_map(lambda x: x * state.lr_scale.astype(x.dtype), updates)
         new_params = optax.apply_updates(state.params, updates)
         ok = jnp.isfinite(loss) & tree_all_finite(grads)
         keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
@@ -206,6 +210,7 @@ class Trainer:
             key=key,
             step=state.step + 1,
             nonfinite=state.nonfinite + jnp.where(ok, 0, 1).astype(jnp.int32),
+            lr_scale=state.lr_scale,
         )
         metrics = {"loss": loss, "grad_norm": tree_norm(grads)}
         for i, name in enumerate(self.term_names):

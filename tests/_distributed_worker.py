@@ -125,17 +125,27 @@ def _collectives(hlo: str) -> dict:
 def equivalence(out: Path) -> None:
     import numpy as np
 
+    from pinn.config import ConfigError
+
     assert jax.device_count() == 4, f"expected 4 simulated devices, got {jax.devices()}"
     mesh = distributed.make_mesh()
+    # a batch that does not split over 4 devices is refused, naming the key
+    try:
+        _trainer(_params({"method": "uniform", "batch_size": 130}), mesh, probe=False)
+        batch_error = None
+    except ConfigError as e:
+        batch_error = str(e)
+    (out / "errors.json").write_text(json.dumps({"batch_size_130": batch_error}))
     for name, cfg in CASES.items():
         sharded, state, probe = _trainer(cfg, mesh, probe=True)
+        arrays = {f"init{k}": v for k, v in _flat(state.params).items()}
         # compiled once; called directly (Trainer.run = replicate the state + this executable)
         compiled = sharded._run.lower(state, NUM_STEPS).compile()
         hlo = compiled.as_text()
         state, metrics = compiled(distributed.replicate(state, mesh))
         single, state1, _ = _trainer(cfg, None, probe=False)
         state1, metrics1 = single.run(state1, NUM_STEPS)
-        arrays = {f"sharded{k}": v for k, v in _flat(state.params).items()}
+        arrays.update({f"sharded{k}": v for k, v in _flat(state.params).items()})
         arrays.update({f"single{k}": v for k, v in _flat(state1.params).items()})
         np.savez(out / f"{name}.npz", **arrays)
         info = {

@@ -67,14 +67,15 @@ def sha256(path: Path) -> str:
 
 
 def snapshot(project: Path) -> dict[str, tuple[int, str]]:
-    """(mtime in ns, sha256) of every output file (resume checkpoints excluded)."""
+    """(mtime in ns, sha256) of every output file (resume checkpoints and DVC's .gitignore
+    files excluded)."""
     files = {}
     for name in OUTPUTS:
         top = project / name
         paths = [top] if top.is_file() else sorted(p for p in top.rglob("*") if p.is_file())
         for p in paths:
             rel = p.relative_to(project).as_posix()
-            if not rel.startswith("data/resume/"):
+            if not rel.startswith("data/resume/") and p.name != ".gitignore":
                 files[rel] = (p.stat().st_mtime_ns, sha256(p))
     return files
 
