@@ -123,20 +123,23 @@ def params_digest(path: str | Path) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def cpu_name() -> str:
+    """The CPU model (from /proc/cpuinfo where there is one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def hardware() -> dict[str, Any]:
     """What the benchmark ran on (recorded in the baseline; numbers differ across machines)."""
     import jax
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "system": platform.platform(),
         "python": platform.python_version(),
@@ -286,8 +289,8 @@ def regression(
         create_table_artifact(table=rows, key="pinn-regression",
                               description=f"metrics vs {baseline_file}: {RULE}")
         recorded = (baseline.get("hardware") or {}).get("cpu")
-        if recorded and recorded != hardware()["cpu"]:
-            logger.info("baseline recorded on %s; this machine: %s", recorded, hardware()["cpu"])
+        if recorded and recorded != cpu_name():
+            logger.info("baseline recorded on %s; this machine: %s", recorded, cpu_name())
         for row in rows:
             logger.info("%s: new %s, baseline %s, change %s %%, limit %s: %s", row["metric"],
                         row["new"], row["baseline"], row["change_pct"], row["limit"], row["status"])

@@ -24,8 +24,24 @@ class ConfigError(UserError):
     """A user error in params: one line per problem, each naming the key path."""
 
 
+_NUMBER_TYPES = (int, float, Optional[int], Optional[float])
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info):
+        """pydantic would read `true`/`false` as 1/0 in a number field: a typo, not a number."""
+        ann = cls.model_fields[info.field_name].annotation
+        if ann in _NUMBER_TYPES and isinstance(value, bool):
+            raise ValueError("must be a number, not a boolean")
+        if getattr(ann, "__origin__", None) is dict and ann.__args__[1] is float and isinstance(value, dict):
+            for key, v in value.items():
+                if isinstance(v, bool):
+                    raise ValueError(f"{key} = {v}: must be a number, not a boolean")
+        return value
 
 
 PositiveInt = Field(gt=0)
@@ -35,6 +51,20 @@ class ProblemConfig(_Section):
     name: Literal["allen_cahn_1d", "allen_cahn_2d", "burgers_1d"] = "allen_cahn_1d"
     #: PDE coefficients, e.g. {diffusion: 1e-4, reaction: 5.0}; names checked against the problem.
     coefficients: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_coefficients(self):
+        if self.coefficients:
+            from pinn.problems import PROBLEMS
+
+            allowed = PROBLEMS[self.name].coefficient_names()
+            for key, value in self.coefficients.items():
+                if key not in allowed:
+                    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+                    hint = f"; did you mean '{close[0]}'?" if close else ""
+                    raise ValueError(f"coefficients.{key} = {value}: not a coefficient of "
+                                     f"{self.name}{hint} (allowed: {', '.join(allowed)})")
+        return self
 
 
 class ModelConfig(_Section):
@@ -160,7 +190,7 @@ class BalancingConfig(_Section):
     def _non_negative(cls, v):
         for k, w in v.items():
             if not w >= 0:
-                raise ValueError(f"weights.{k} = {w}: must be >= 0")
+                raise ValueError(f"{k} = {w}: must be >= 0")
         return v
 
 
@@ -254,7 +284,7 @@ class ReportConfig(_Section):
     def _times(cls, v):
         for t in v:
             if not 0.0 <= t <= 1.0:
-                raise ValueError(f"snapshot_times contains {t}: must be in [0, 1]")
+                raise ValueError(f"contains {t}, must be in [0, 1]")
         return v
 
 
@@ -283,7 +313,8 @@ class DistributedConfig(_Section):
 
 
 class Params(_Section):
-    seed: int = Field(0, ge=0)
+    #: level i uses the PRNG seed `seed·1000 + i`, which must fit in 32 bits (JAX truncates)
+    seed: int = Field(0, ge=0, le=4_294_966)
     problem: ProblemConfig = ProblemConfig()
     model: ModelConfig = ModelConfig()
     collocation: CollocationConfig = CollocationConfig()
@@ -309,6 +340,8 @@ def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
         if isinstance(current, type) and issubclass(current, BaseModel) and part in current.model_fields:
             ann = current.model_fields[part].annotation
             current = ann
+        elif getattr(current, "__origin__", None) is dict:  # e.g. multilevel.levels.<name>
+            current = current.__args__[1]
         else:
             return []
     if isinstance(current, type) and issubclass(current, BaseModel):
@@ -373,6 +406,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        if isinstance(e, yaml.constructor.ConstructorError):  # e.g. !!python/object: never built
+            raise ConfigError(f"{path}: YAML tag not allowed{where} (params are plain data): "
+                              f"{problem}") from None
         raise ConfigError(f"{path}: YAML syntax error{where}: {problem}") from None
     return validate_params(data, source=str(path))
 

@@ -87,15 +87,28 @@ def load_tree(path: str | Path, template: Any) -> tuple[Any, dict[str, np.ndarra
         raise UserError(f"{path}: not a readable parameter file ({type(e).__name__}: {e})") from None
     leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
     out = []
-    for p, ref in leaves:
-        k = f"tree{_leaf_key(p)}"
-        if k not in files:
-            raise UserError(f"{path}: missing array {k!r} (file does not match this model/config)")
-        arr = data[k]
-        if arr.shape != np.shape(ref):
-            raise UserError(
-                f"{path}: array {k!r} has shape {arr.shape}, expected {np.shape(ref)}"
-            )
-        out.append(arr.astype(np.asarray(ref).dtype) if hasattr(ref, "dtype") else arr)
-    extras = {k[len("extra/") :]: data[k] for k in files if k.startswith("extra/")}
+    with data:
+        for p, ref in leaves:
+            k = f"tree{_leaf_key(p)}"
+            if k not in files:
+                raise UserError(f"{path}: missing array {k!r} (file does not match this model/config)")
+            arr = _read_member(path, data, k)
+            if arr.shape != np.shape(ref):
+                raise UserError(
+                    f"{path}: array {k!r} has shape {arr.shape}, expected {np.shape(ref)}"
+                )
+            out.append(arr.astype(np.asarray(ref).dtype) if hasattr(ref, "dtype") else arr)
+        extras = {k[len("extra/") :]: _read_member(path, data, k) for k in files if k.startswith("extra/")}
     return jax.tree_util.tree_unflatten(treedef, out), extras
+
+
+def _read_member(path: Path, data, key: str) -> np.ndarray:
+    """One array of an open npz; a corrupt member (bad CRC, garbled header, an object array that
+    would need pickle) is a `UserError` naming the file and the key."""
+    try:
+        arr = data[key]
+    except Exception as e:
+        raise UserError(f"{path}: array {key!r} is unreadable ({type(e).__name__}: {e})") from None
+    if arr.dtype.kind not in "biuf":
+        raise UserError(f"{path}: array {key!r} has non-numeric dtype {arr.dtype}")
+    return arr

@@ -178,8 +178,9 @@ def stage_train(cfg: Params, level: str, *, progress: bool = True) -> Path:
     def on_chunk(s):
         step = int(s.step)
         if step - last_saved[0] >= every or step >= cascade.level_steps(cfg, level):
-            ckpt.save(step, s)
+            # history first: a checkpoint (committed asynchronously) never gets ahead of it
             _save_partial_history(resume_dir, rows)
+            ckpt.save(step, s)
             last_saved[0] = step
 
     def on_log(row):
@@ -341,10 +342,12 @@ def stage_refine(cfg: Params, *, progress: bool = True) -> Path:
             return saved
 
         def on_block(s):
+            _save_partial_history(resume_dir, rows)  # first: never behind a checkpoint
             ckpt.save(int(s.iteration), s)
-            _save_partial_history(resume_dir, rows)
 
-        params, rows, _ = refine(
+        # `rows` (restored history + every new row, via on_log) is the whole history; refine's own
+        # list holds only the rows of this run
+        params, _, _ = refine(
             cfg, problem, trainer.graphdef, trainer.rest, state.params, weights,
             load_collocation(), reference=reference, on_log=rows.append, progress=progress,
             on_block=on_block, restore=restore,

@@ -101,7 +101,11 @@ def loss_terms(
 
 
 class Trainer:
-    """One training phase (one cascade level) for a network of fixed width."""
+    """One training phase (one cascade level) for a network of fixed width.
+
+    `mesh` (or `distributed.data_parallel: true` in params): data parallel over the mesh's
+    `"data"` axis (`pinn.distributed`): all state replicated, the batches split; None: one device.
+    """
 
     def __init__(
         self, cfg: Params, problem, model, *, fixed_points=None, dtype=jnp.float32, mesh=None

@@ -22,7 +22,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import yaml
 from jax.sharding import PartitionSpec
 
 from pinn import distributed
@@ -346,62 +345,17 @@ def test_two_processes_end_with_identical_params(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # ablation sweeps beyond one machine: DVC's experiment queue
 
-TINY = {
-    "problem": {"name": "allen_cahn_1d"},
-    "model": {"width": 8, "depth": 2},
-    "collocation": {"num_points": 256, "ic_points": 64, "bc_points": 64},
-    "sampling": {"method": "uniform", "batch_size": 128, "ic_batch_size": 32, "bc_batch_size": 32},
-    "refine": {"iterations": 5, "block_size": 5},
-    "train": {"log_every": 5, "checkpoint_every": 5},
-}
-
-
-def _tiny_params() -> dict:
-    """The project's params.yaml (DVC needs every key a stage lists) with tiny sizes."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for section, values in TINY.items():
-        params[section] = {**params.get(section, {}), **values}
-    params["multilevel"] = {
-        **params["multilevel"], "num_levels": 2,
-        "levels": {"level0": {"steps": 10, "init_from": "init"},
-                   "level1": {"steps": 10, "init_from": "level0"}},
-    }
-    validate_params(params)
-    return params
-
-
-def _dvc_repo(path: Path, env: dict[str, str]) -> None:
-    """A git + DVC repo holding the project's dvc.yaml, tiny params and the stages' code deps."""
-    path.mkdir()
-    shutil.copy(ROOT / "dvc.yaml", path / "dvc.yaml")
-    shutil.copytree(ROOT / "pinn", path / "pinn", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(ROOT / "benchmarks" / "results", path / "benchmarks" / "results")
-    (path / "params.yaml").write_text(yaml.safe_dump(_tiny_params(), sort_keys=False))
-    (path / ".gitignore").write_text("__pycache__/\n")
-    for cmd in (
-        ["git", "init", "-q"],
-        ["git", "config", "user.email", "tests@example.invalid"],
-        ["git", "config", "user.name", "tests"],
-        [sys.executable, "-m", "dvc", "init", "-q"],
-        [sys.executable, "-m", "dvc", "config", "core.analytics", "false"],
-        ["git", "add", "-A"],
-        ["git", "commit", "-q", "-m", "tiny pipeline"],
-    ):
-        subprocess.run(cmd, cwd=path, env=env, check=True, capture_output=True, timeout=120)
-
-
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
-def test_dvc_queue_runs_two_experiments_in_parallel(tmp_path):
+def test_dvc_queue_runs_two_experiments_in_parallel(tiny_project, pipeline_env):
     """`dvc exp run --queue -S …` twice, `dvc queue start --jobs 2`, wait, check `dvc exp show`.
 
-    The experiments target the `init` stage only (seconds each): the whole tiny pipeline takes
-    ~2 min per experiment on a loaded 2-core CPU, too long for a unit test; the queue route is
-    the same for any target (docs/distributed.md).
+    `tiny_project` (tests/conftest.py): a temporary git + DVC repo with the project's dvc.yaml,
+    stage sources and tiny params. The experiments target the `init` stage only (seconds each):
+    the whole tiny pipeline takes minutes per experiment on a loaded 2-core CPU, too long here;
+    the queue route is the same for any target (docs/distributed.md).
     """
     pytest.importorskip("dvc")
-    env = _clean_env(PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
-    repo = tmp_path / "repo"
-    _dvc_repo(repo, env)
+    repo, env = tiny_project, pipeline_env
     dvc = [sys.executable, "-m", "dvc"]
 
     def run(*args: str, timeout: float = 120) -> str:

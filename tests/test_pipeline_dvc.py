@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from conftest import (
-    STAGES, dvc, output_of, pinn, set_params, sha256, snapshot, stages_ran, stages_skipped,
+    STAGES, dvc, output_of, pinn, set_params, snapshot, stages_ran, stages_skipped,
 )
 
 UPSTREAM_OF_LEVEL1 = ["data/reference.npz", "data/collocation.npz", "data/export/init.npz",
