@@ -100,6 +100,9 @@ def stage(
     from pinn import stages
 
     cfg = _load(params)
+    from pinn import distributed
+
+    distributed.initialize(cfg)  # multi-host: joins the runtime (no-op for one process)
     progress = not quiet and sys.stderr.isatty()
     if name is StageName.train:
         if level is None:

@@ -84,7 +84,8 @@ def resolve_setup(
     Precedence per field: `PINN_COORDINATOR_ADDRESS` / `PINN_NUM_PROCESSES` / `PINN_PROCESS_ID`
     (set per process by the launcher) over the `distributed` params section over its defaults
     (`null`, `1`, `0`). `num_processes` or `process_id` of `null` (or the env value `auto`) defers
-    that field to JAX's own detection. A mapping instead of params is read as the environment.
+    that field to JAX's own detection; with `num_processes` auto, an unset `PINN_PROCESS_ID` is
+    auto too. A mapping instead of params is read as the environment.
     """
     if isinstance(cfg_or_env, Params):
         section = cfg_or_env.distributed
@@ -100,7 +101,8 @@ def resolve_setup(
     num = _env_int(env, ENV_NUM_PROCESSES)
     num = section.num_processes if num is _UNSET else num
     pid = _env_int(env, ENV_PROCESS_ID)
-    pid = section.process_id if pid is _UNSET else pid
+    if pid is _UNSET:  # a shared params file cannot tell processes apart once num is auto
+        pid = section.process_id if num is not None else None
     if num is not None and num < 1:
         raise ConfigError(f"{ENV_NUM_PROCESSES} = {num}: must be >= 1")
     if pid is not None and pid < 0:

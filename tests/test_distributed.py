@@ -125,8 +125,12 @@ def test_resolve_setup_auto_defers_to_jax_detection():
     setup = distributed.resolve_setup({"PINN_NUM_PROCESSES": "auto", "PINN_PROCESS_ID": "auto"})
     assert setup == distributed.ProcessSetup(None, None, None)
     assert not setup.single_process
-    cfg = validate_params({"distributed": {"num_processes": None, "process_id": None}})
+    # num auto: the process id must not come from the (shared) params default 0
+    setup = distributed.resolve_setup({"PINN_NUM_PROCESSES": "auto"})
+    assert setup == distributed.ProcessSetup(None, None, None)
+    cfg = validate_params({"distributed": {"num_processes": None}})
     assert distributed.resolve_setup(cfg, env={}) == distributed.ProcessSetup(None, None, None)
+    assert distributed.resolve_setup(cfg, env={"PINN_PROCESS_ID": "5"}).process_id == 5
 
 
 @pytest.mark.parametrize(
