@@ -66,6 +66,17 @@ def user_errors(fn):
     return wrapper
 
 
+def _compilation_cache() -> None:
+    """Persistent XLA compilation cache (project-local `.jax_cache/`, or $PINN_JAX_CACHE; "" = off):
+    reruns of a stage skip recompiling. Compiled code is the same, so results are too."""
+    import jax
+
+    where = os.environ.get("PINN_JAX_CACHE", ".jax_cache")
+    if where:
+        jax.config.update("jax_compilation_cache_dir", str(Path(where).absolute()))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def _load(params: Path):
     from pinn.config import load_params
 
@@ -100,6 +111,7 @@ def stage(
     from pinn import stages
 
     cfg = _load(params)
+    _compilation_cache()
     from pinn import distributed
 
     distributed.initialize(cfg)  # multi-host: joins the runtime (no-op for one process)
@@ -116,9 +128,18 @@ def stage(
 
 @app.command("check-params")
 @user_errors
-def check_params(params: Path = typer.Argument(Path("params.yaml"))):
+def check_params(
+    params: Path = typer.Argument(Path("params.yaml")),
+    stamp: Optional[Path] = typer.Option(
+        None, "--stamp", help="On success write this file (constant content; the pipeline's gate)."
+    ),
+):
     """Validate a params file; prints 'ok' or the errors (naming each key)."""
     _load(params)
+    if stamp is not None:
+        from pinn.io import write_text
+
+        write_text(stamp, "params valid\n")
     typer.echo(f"{params}: ok")
 
 

@@ -270,8 +270,8 @@ class TrainConfig(_Section):
 
 
 class EvaluateConfig(_Section):
-    #: also write the pointwise error arrays (for error maps)
-    error_maps: bool = True
+    #: points per compiled evaluation call on the reference grid (bounds memory; same result)
+    chunk_size: int = Field(65536, gt=0)
 
 
 class ReportConfig(_Section):

@@ -55,8 +55,10 @@ def predict_on_grid(
     return np.concatenate(out).reshape(reference.u.shape)
 
 
-def accuracy(u: Callable[[jax.Array], jax.Array], reference, *, dtype=jnp.float32) -> Accuracy:
-    pred = predict_on_grid(u, reference, dtype=dtype)
+def accuracy(
+    u: Callable[[jax.Array], jax.Array], reference, *, dtype=jnp.float32, chunk: int = 65536
+) -> Accuracy:
+    pred = predict_on_grid(u, reference, dtype=dtype, chunk=chunk)
     return accuracy_of_prediction(pred, reference.u)
 
 

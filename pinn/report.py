@@ -498,7 +498,7 @@ def _load_grid(inputs: ReportInputs, notes: list[str]) -> _Grid | None:
         notes.append(_not_found(inputs, inputs.reference, "no reference solution is shown"))
     if err is None:
         notes.append(_not_found(inputs, inputs.errors,
-                                "no prediction or error map (is `evaluate.error_maps` off?)"))
+                                "no prediction or error map"))
         return None
     if err["prediction"].shape != err["error"].shape:
         raise UserError(f"{inputs.errors}: prediction {err['prediction'].shape} and error "

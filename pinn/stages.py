@@ -188,10 +188,12 @@ def stage_train(cfg: Params, level: str, *, progress: bool = True) -> Path:
 
     total = cascade.level_steps(cfg, level)
     is_last = level == names[-1]
+    step_offset = sum(cascade.level_steps(cfg, n) for n in names[: names.index(level)])
     state, _ = cascade.train_level(
         trainer, state, total, level=level, log_every=cfg.train.log_every, reference=reference,
         on_log=on_log, on_chunk=on_chunk, progress=progress,
         switch_loss_threshold=cfg.optimizer.switch_loss_threshold if is_last else None,
+        step_offset=step_offset,
     )
     ckpt.wait()
     points, weights = trainer.sampler.batch(state.sampler_state)
@@ -281,7 +283,7 @@ def stage_evaluate(cfg: Params) -> Path:
     graphdef, _, rest = split(model)
     rest = cast(rest, dtype)
     u = apply_fn(graphdef, rest)
-    acc = accuracy(lambda z: u(params, z), reference, dtype=dtype)
+    acc = accuracy(lambda z: u(params, z), reference, dtype=dtype, chunk=cfg.evaluate.chunk_size)
     if not acc.finite:
         raise RuntimeError(
             f"evaluate: the network's predictions are not finite (rel_l2 = {acc.rel_l2}); "
@@ -296,14 +298,10 @@ def stage_evaluate(cfg: Params) -> Path:
     for k, v in extras.items():
         if v.shape == ():
             metrics[k] = float(v)
-    out = DATA / "evaluate"
-    if cfg.evaluate.error_maps:
-        with io.atomic_path(out / "errors.npz", suffix=".npz") as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, prediction=acc.prediction, error=acc.error, t=reference.t, x=reference.x,
-                         **({"y": reference.y} if reference.y is not None else {}))
-    else:
-        out.mkdir(parents=True, exist_ok=True)
+    with io.atomic_path(DATA / "evaluate" / "errors.npz", suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, prediction=acc.prediction, error=acc.error, t=reference.t, x=reference.x,
+                     **({"y": reference.y} if reference.y is not None else {}))
     io.write_json("metrics.json", metrics)
     print(f"evaluate: rel L2 {acc.rel_l2:.3e}, max abs {acc.max_abs:.3e} -> metrics.json")
     return Path("metrics.json")

@@ -28,7 +28,7 @@ TINY_PARAMS = ROOT / "benchmarks" / "regression" / "params.yaml"
 #: what a project needs besides params.yaml: the DAG, and the sources its stages depend on
 PROJECT_FILES = ("dvc.yaml", ".dvcignore", "pinn", "benchmarks/results")
 #: the stages of dvc.yaml (foreach expanded) for the tiny params' two levels
-STAGES = ["reference", "collocation", "init", "train@level0", "train@level1", "refine",
+STAGES = ["params", "reference", "collocation", "init", "train@level0", "train@level1", "refine",
           "evaluate", "report"]
 #: every file a stage writes (files inside output directories are found by `snapshot`)
 OUTPUTS = ("data", "metrics.json", "report", "dvc.lock")

@@ -98,7 +98,7 @@ def test_pipeline_flow_runs_changed_stages_and_skips_the_rest(
     state = pipeline(params_path=str(built_copy / "params.yaml"), return_state=True)
     assert state.is_completed(), state.message
     result = state.result()
-    assert result["stages"] == {s: (RAN if s == "report" else SKIPPED) for s in STAGES}
+    assert result["stages"] == {s: (RAN if s in ("params", "report") else SKIPPED) for s in STAGES}
     metrics = json.loads((built_copy / "metrics.json").read_text())
     assert result["metrics"] == metrics
 
@@ -156,7 +156,7 @@ def test_pipeline_flow_stops_at_a_failing_stage_after_retrying_it(
         refine_run = client.read_task_runs(task_run_filter=TaskRunFilter(
             flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run]), name={"any_": ["refine"]}))[0]
     assert refine_run.run_count == 2  # retried once
-    upstream = ["reference", "collocation", "init", "train@level0", "train@level1"]
+    upstream = ["params", "reference", "collocation", "init", "train@level0", "train@level1"]
     assert task_runs(flow_run) == {**{s: "COMPLETED" for s in upstream}, "refine": "FAILED"}
     stages_table = json.loads(artifacts(flow_run)["pinn-stages"])
     assert [(r["stage"], r["outcome"]) for r in stages_table] == (

@@ -316,17 +316,20 @@ def _leaves_equal(a, b) -> bool:
                for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
 
 
-def test_a_non_finite_step_is_caught_within_one_step_and_not_applied():
-    trainer, state = _tiny_trainer(viscosity=1.0e38)
-    after, metrics = trainer.run(state, 1)
-    assert not np.isfinite(float(metrics["loss"]))
-    assert int(after.nonfinite) == 1 and int(after.step) == 1
-    assert _leaves_equal(after.params, state.params) and _leaves_equal(after.opt_state, state.opt_state)
-
-
 def test_train_level_rolls_back_lowers_lr_and_retries(monkeypatch):
     trainer, state0 = _tiny_trainer()
     real_run = trainer.run
+
+    # every non-finite step is caught inside the jitted step: counted, its update not applied
+    poisoned = state0._replace(params=jax.tree_util.tree_map(
+        lambda x: x.at[(0,) * x.ndim].set(jnp.inf), state0.params))
+    after, metrics = real_run(poisoned, 10)
+    assert not np.isfinite(float(metrics["loss"]))
+    assert int(after.nonfinite) == 10 and int(after.step) == 10
+    assert _leaves_equal(after.params, poisoned.params)
+    assert _leaves_equal(after.opt_state, poisoned.opt_state)
+
+    # one diverging interval: rolled back, learning rate lowered, retried, training goes on
     calls = []
 
     def diverging_once(state, n):
@@ -547,7 +550,7 @@ def test_loaders_reject_object_arrays_without_unpickling(tmp_path, inputs):
 
     export = tmp_path / "level0.npz"
     np.savez(export, **{"tree['w']": evil})
-    with pytest.raises(UserError, match=r"level0\.npz: .*'tree\['w'\]'"):
+    with pytest.raises(UserError, match=r"level0\.npz: array .tree\['w'\]. is unreadable"):
         io.load_tree(export, {"w": np.zeros(2)})
 
     collocation = tmp_path / "collocation.npz"
