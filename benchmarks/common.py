@@ -39,13 +39,9 @@ def hardware_info() -> dict:
 
 
 def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+    from pinn.hardware import cpu_name
+
+    return cpu_name()
 
 
 def versions() -> dict:

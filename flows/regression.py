@@ -115,23 +115,15 @@ def compare_metrics(metrics: dict[str, Any], baseline: dict[str, Any]) -> tuple[
     return rows, failures
 
 
+from pinn.hardware import cpu_name  # noqa: E402  (re-exported: used by hardware())
+
+
 def params_digest(path: str | Path) -> str:
     """Digest of the params' values (comments and formatting do not count)."""
     import yaml
 
     data = yaml.safe_load(Path(path).read_text())
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def cpu_name() -> str:
-    """The CPU model (from /proc/cpuinfo where there is one)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def hardware() -> dict[str, Any]:

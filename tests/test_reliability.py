@@ -190,7 +190,8 @@ def level0_template(project: Path):
 
 @pytest.fixture(scope="module")
 def env(pipeline_env) -> dict[str, str]:
-    return pipeline_env
+    """`pipeline_env`, with `pinn stage`'s compilation cache pointed at its shared one."""
+    return {**pipeline_env, "PINN_JAX_CACHE": pipeline_env["JAX_COMPILATION_CACHE_DIR"]}
 
 
 @pytest.fixture(scope="module")
@@ -455,15 +456,18 @@ def test_corrupt_export_fails_the_dependent_stage_with_one_line(tmp_path, baseli
         flip_bytes(path, at=0.5, count=64)  # inside the arrays; the zip directory is intact
     else:
         path.write_bytes(np.random.default_rng(0).bytes(path.stat().st_size))
-    before = {p: p.read_bytes() for p in project.rglob("*") if p.is_file()}
+    def outputs():
+        return {p: p.read_bytes() for p in (project / "data").rglob("*") if p.is_file()}
+
+    before = outputs()
     proc = pinn(project, env, "stage", *args)
     out = output_of(proc)
     assert proc.returncode == 2, out
     assert "Traceback" not in out
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {target}: "), proc.stderr
-    after = {p: p.read_bytes() for p in project.rglob("*") if p.is_file()}
-    assert after == before  # nothing trained from garbage, nothing written
+    assert outputs() == before  # nothing trained from garbage, nothing written
+    assert not (project / "metrics.json").exists()
 
 
 # ----------------------------------------------------------------------------------------------
