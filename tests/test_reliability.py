@@ -243,6 +243,9 @@ def test_killed_train_stage_resumes_to_the_identical_result(tmp_path, inputs, ba
 
 
 def test_killed_refine_stage_resumes_to_the_identical_result(tmp_path, baseline, env):
+    """The same for the refinement: the checkpointed quasi-Newton state (with its line-search
+    cache and L-BFGS memory) must be continued as saved — recomputing the cache or dropping the
+    pending (s, y) pair on restore (`reset_cache`) changes every later iterate."""
     files = INPUTS + ("data/export/level0.npz", "data/export/level1.npz")
     project = new_project(tmp_path / "p", baseline, files)
     ckpt_dir = project / REFINE_CKPT
