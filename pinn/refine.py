@@ -109,7 +109,8 @@ def refine(
         if saved is not None:
             params, state, points, key = saved.params, saved.opt_state, saved.points, saved.key
             done, block_index = int(saved.iteration), int(saved.block)
-            state = runner.reset_cache(state, params, points, ic_x, bc_z)
+            # the saved line-search cache matches the saved params and points: resuming continues
+            # bit-identically (a redraw at the next block boundary resets the cache itself)
     t_start = time.perf_counter()
     bar = tqdm(total=rcfg.iterations, initial=done, desc=f"refine {rcfg.method}", disable=not progress,
                leave=False)

@@ -285,7 +285,9 @@ def stage_evaluate(cfg: Params) -> Path:
     u = apply_fn(graphdef, rest)
     acc = accuracy(lambda z: u(params, z), reference, dtype=dtype, chunk=cfg.evaluate.chunk_size)
     if not acc.finite:
-        raise RuntimeError(
+        from pinn.cascade import DivergenceError
+
+        raise DivergenceError(
             f"evaluate: the network's predictions are not finite (rel_l2 = {acc.rel_l2}); "
             "no metrics written"
         )
@@ -351,12 +353,15 @@ def stage_refine(cfg: Params, *, progress: bool = True) -> Path:
             on_block=on_block, restore=restore,
         )
         ckpt.wait()
+    final_loss = rows[-1]["loss"] if rows else float("nan")
+    if rows and not np.isfinite(final_loss):
+        from pinn.cascade import DivergenceError
+
+        raise DivergenceError(f"refine: loss is not finite ({final_loss}); nothing written")
+    # (the quasi-Newton blocks never accept a non-finite step, so this is a last line of defence)
     write_history(DATA / "refine" / "history.csv", rows or [{"iteration": 0, "loss": float("nan"),
                                                             "rel_l2": float("nan"), "wall_s": 0.0,
                                                             "method": cfg.refine.method}])
-    final_loss = rows[-1]["loss"] if rows else float("nan")
-    if rows and not np.isfinite(final_loss):
-        raise RuntimeError(f"refine: loss is not finite ({final_loss}); nothing written")
     io.save_tree(REFINED, params, refine_iterations=np.asarray(rows[-1]["iteration"] if rows else 0))
     if cfg.refine.method != "none" and cfg.refine.iterations > 0:
         ckpt.close()
