@@ -226,11 +226,13 @@ def _load_partial_history(resume_dir: Path, step: int, key: str = "level_step") 
     return [r for r in rows if r.get(key, 0) <= step]
 
 
-def write_history(path: Path, rows: list[dict]) -> None:
+def write_history(path: Path, rows: list[dict], columns: list[str] | None = None) -> None:
+    """Metrics history as CSV (DVC plots); with no rows, just the header (never NaN placeholders)."""
     import pandas as pd
 
+    frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns or [])
     with io.atomic_path(path, suffix=".csv") as tmp:
-        pd.DataFrame(rows).to_csv(tmp, index=False)
+        frame.to_csv(tmp, index=False)
 
 
 def _finish_level(
@@ -359,9 +361,8 @@ def stage_refine(cfg: Params, *, progress: bool = True) -> Path:
 
         raise DivergenceError(f"refine: loss is not finite ({final_loss}); nothing written")
     # (the quasi-Newton blocks never accept a non-finite step, so this is a last line of defence)
-    write_history(DATA / "refine" / "history.csv", rows or [{"iteration": 0, "loss": float("nan"),
-                                                            "rel_l2": float("nan"), "wall_s": 0.0,
-                                                            "method": cfg.refine.method}])
+    write_history(DATA / "refine" / "history.csv", rows,
+                  columns=["iteration", "loss", "rel_l2", "wall_s", "method"])
     io.save_tree(REFINED, params, refine_iterations=np.asarray(rows[-1]["iteration"] if rows else 0))
     if cfg.refine.method != "none" and cfg.refine.iterations > 0:
         ckpt.close()
