@@ -223,6 +223,8 @@ def prepare_scratch(project: str, scratch: str, params: str) -> list[str]:
         Repo.init(str(scratch_path), no_scm=not (scratch_path / ".git").exists()).close()
     copied = []
     for dep in source_dependencies(scratch_path):
+        if dep == "params.yaml":  # the params gate's input: the benchmark params, copied above
+            continue
         if (project_path / dep).exists():
             _copy(project_path / dep, scratch_path / dep)
             copied.append(dep)

@@ -62,10 +62,11 @@ def test_dag_is_read_from_dvc_with_foreach_expanded(tiny_project):
     dag = read_dag(tiny_project)
     assert [node.name for node in dag] == STAGES
     upstream = {node.name: set(node.upstream) for node in dag}
-    assert upstream["reference"] == upstream["collocation"] == upstream["init"] == set()
-    assert upstream["train@level0"] == {"reference", "collocation", "init"}
-    assert upstream["train@level1"] == {"reference", "collocation", "train@level0"}
-    assert upstream["evaluate"] == {"reference", "refine"}
+    assert upstream["params"] == set()
+    assert upstream["reference"] == upstream["collocation"] == upstream["init"] == {"params"}
+    assert upstream["train@level0"] == {"params", "reference", "collocation", "init"}
+    assert upstream["train@level1"] == {"params", "reference", "collocation", "train@level0"}
+    assert upstream["evaluate"] == {"params", "reference", "refine"}
     assert dict((n.name, n.cmd) for n in dag)["train@level1"] == "pinn stage train --level level1"
 
     # a third level in params.yaml and an extra stage in dvc.yaml show up: nothing is hard-coded
