@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import jax
@@ -122,13 +121,6 @@ def _grads_at(trainer: Trainer, state: TrainState):
         return jnp.dot(w.astype(terms.dtype), terms)
 
     return jax.value_and_grad(total)(state.params)
-
-
-@dataclass
-class LevelLog:
-    """Rows of the metrics history, one per logging interval (a list of flat dicts)."""
-
-    rows: list[dict[str, float]] = field(default_factory=list)
 
 
 def _to_float(x) -> float:

@@ -9,7 +9,6 @@ key is an error with a did-you-mean suggestion.
 from __future__ import annotations
 
 import difflib
-import math
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -422,6 +421,3 @@ def level_widths(params: Params) -> dict[str, int]:
         name: max(1, int(round(params.model.width * f ** (n - 1 - i)))) for i, name in enumerate(names)
     }
 
-
-def is_finite(x: float) -> bool:
-    return math.isfinite(x)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import jax
 import numpy as np
 
 from pinn import cascade
@@ -111,7 +110,3 @@ def with_overrides(cfg: Params, overrides: dict) -> Params:
             node = node[p]
         node[parts[-1]] = value
     return validate_params(data, source="overrides")
-
-
-def block(x):
-    return jax.block_until_ready(x)
