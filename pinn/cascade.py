@@ -33,6 +33,25 @@ class DivergenceError(RuntimeError):
     """Training produced non-finite losses or gradients and the retry policy is exhausted."""
 
 
+def collocation_sets(cfg: Params, problem) -> dict[str, np.ndarray]:
+    """The fixed point sets of `cfg.collocation` (float64): interior, initial (spatial) and boundary."""
+    from pinn.sampling import collocation_points
+
+    c = cfg.collocation
+    lo, hi = np.asarray(problem.lower, float), np.asarray(problem.upper, float)
+    return {
+        "interior": collocation_points(c.method, c.num_points, lo, hi, cfg.seed),
+        "ic": collocation_points(c.method, c.ic_points, lo[1:], hi[1:], cfg.seed + 1),
+        "bc": collocation_points(c.method, c.bc_points, lo, hi, cfg.seed + 2),
+    }
+
+
+def uses_fixed_points(cfg: Params) -> bool:
+    """Whether the Adam-phase sampler trains on the fixed interior set (RAR-D, or fixed uniform)."""
+    s = cfg.sampling
+    return s.method == "rar_d" or (s.method == "uniform" and not s.uniform.resample)
+
+
 def level_names(cfg: Params) -> list[str]:
     return list(cfg.multilevel.levels)
 

@@ -14,7 +14,6 @@ from pinn.config import Params
 from pinn.evaluate import accuracy
 from pinn.problems import make_problem
 from pinn.refine import refine
-from pinn.sampling import collocation_points
 
 
 @dataclass
@@ -28,16 +27,6 @@ class RunResult:
     diverged: bool = False
 
 
-def collocation(cfg: Params, problem) -> dict[str, np.ndarray]:
-    c = cfg.collocation
-    lo, hi = np.asarray(problem.lower, float), np.asarray(problem.upper, float)
-    return {
-        "interior": collocation_points(c.method, c.num_points, lo, hi, cfg.seed),
-        "ic": collocation_points(c.method, c.ic_points, lo[1:], hi[1:], cfg.seed + 1),
-        "bc": collocation_points(c.method, c.bc_points, lo, hi, cfg.seed + 2),
-    }
-
-
 def run(
     cfg: Params,
     reference,
@@ -48,9 +37,8 @@ def run(
     """Train `cfg` end to end. With `wall_budget_s`, every phase stops once the budget is spent
     (the time is shared: Adam levels first, then the refinement gets what is left)."""
     problem = make_problem(cfg.problem.name, **cfg.problem.coefficients)
-    points = collocation(cfg, problem)
-    fixed = points["interior"] if cfg.sampling.method == "rar_d" or (
-        cfg.sampling.method == "uniform" and not cfg.sampling.uniform.resample) else None
+    points = cascade.collocation_sets(cfg, problem)
+    fixed = points["interior"] if cascade.uses_fixed_points(cfg) else None
     history: list[dict] = []
     t0 = time.perf_counter()
     state = trainer = None

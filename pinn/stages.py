@@ -83,18 +83,14 @@ def stage_reference(cfg: Params, out: Path = REFERENCE, progress: bool = True) -
 
 
 def stage_collocation(cfg: Params, out: Path = COLLOCATION) -> Path:
-    from pinn.sampling import collocation_points
+    from pinn.cascade import collocation_sets
 
-    problem = _problem(cfg)
-    c = cfg.collocation
-    lo, hi = np.asarray(problem.lower, float), np.asarray(problem.upper, float)
-    interior = collocation_points(c.method, c.num_points, lo, hi, cfg.seed)
-    ic = collocation_points(c.method, c.ic_points, lo[1:], hi[1:], cfg.seed + 1)
-    bc = collocation_points(c.method, c.bc_points, lo, hi, cfg.seed + 2)
+    sets = collocation_sets(cfg, _problem(cfg))
     with io.atomic_path(out, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, interior=interior, ic=ic, bc=bc)
-    print(f"collocation: {len(interior)} interior, {len(ic)} initial, {len(bc)} boundary -> {out}")
+            np.savez(f, **sets)
+    print(f"collocation: {len(sets['interior'])} interior, {len(sets['ic'])} initial, "
+          f"{len(sets['bc'])} boundary -> {out}")
     return out
 
 
@@ -130,11 +126,9 @@ def load_reference(path: Path = REFERENCE):
 
 
 def _fixed_points(cfg: Params):
-    if cfg.sampling.method == "rar_d" or (
-        cfg.sampling.method == "uniform" and not cfg.sampling.uniform.resample
-    ):
-        return load_collocation()["interior"]
-    return None
+    from pinn.cascade import uses_fixed_points
+
+    return load_collocation()["interior"] if uses_fixed_points(cfg) else None
 
 
 def stage_train(cfg: Params, level: str, *, progress: bool = True) -> Path:
