@@ -1,11 +1,9 @@
 """The multilevel cascade in one place: build a level, start it from the previous one, train it.
 
-Used by the DVC stages (`pinn stage init|train`) and by in-process experiments (benchmarks,
-comparisons), so both run exactly the same code.
-
-Level i of L has width `model.width · coarsening_factor^(L−1−i)`; level 0 starts from the `init`
-export (the seeded random network); level i>0 starts from level i−1's export, widened by the
-function-preserving prolongation of `pinn.multilevel` with the Adam state carried over.
+Used by the stages `init` and `train` (`pinn.stages`). Level i of L has width
+`model.width · coarsening_factor^(L−1−i)`; level 0 starts from the `init` export (the seeded
+network); level i>0 starts from level i−1's export (`Carry`), widened by the function-preserving
+prolongation of `pinn.multilevel` with the Adam state carried over.
 """
 
 from __future__ import annotations
@@ -13,37 +11,22 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from pinn import multilevel
-from pinn.config import Params, level_widths
+from pinn.config import Params
+from pinn.errors import DivergenceError
 from pinn.evaluate import accuracy
-from pinn.models import PINN, make_model, split
+from pinn.levels import level_model, level_names, level_seed, level_steps  # noqa: F401 (re-exported)
+from pinn.models import PINN, split
+from pinn.precision import DTYPES
 from pinn.train import Trainer, TrainState
 
-DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
 log = logging.getLogger("pinn.cascade")
-
-
-class DivergenceError(RuntimeError):
-    """Training produced non-finite losses or gradients and the retry policy is exhausted."""
-
-
-def collocation_sets(cfg: Params, problem) -> dict[str, np.ndarray]:
-    """The fixed point sets of `cfg.collocation` (float64): interior, initial (spatial) and boundary."""
-    from pinn.sampling import collocation_points
-
-    c = cfg.collocation
-    lo, hi = np.asarray(problem.lower, float), np.asarray(problem.upper, float)
-    return {
-        "interior": collocation_points(c.method, c.num_points, lo, hi, cfg.seed),
-        "ic": collocation_points(c.method, c.ic_points, lo[1:], hi[1:], cfg.seed + 1),
-        "bc": collocation_points(c.method, c.bc_points, lo, hi, cfg.seed + 2),
-    }
 
 
 def uses_fixed_points(cfg: Params) -> bool:
@@ -52,33 +35,10 @@ def uses_fixed_points(cfg: Params) -> bool:
     return s.method == "rar_d" or (s.method == "uniform" and not s.uniform.resample)
 
 
-def level_names(cfg: Params) -> list[str]:
-    return list(cfg.multilevel.levels)
-
-
-def level_model(cfg: Params, problem, level: str) -> PINN:
-    """The network of `level` (seeded by `seed`; the non-trainable parts are shared by all levels)."""
-    widths = level_widths(cfg)
-    dtype = DTYPES[cfg.train.precision]
-    return make_model(cfg.model, problem, seed=cfg.seed, width=widths[level], dtype=dtype)
-
-
-def level_steps(cfg: Params, level: str) -> int:
-    names = level_names(cfg)
-    steps = cfg.multilevel.levels[level].steps
-    if level == names[-1]:
-        steps += cfg.multilevel.finest_warmup_steps
-    return steps
-
-
 def make_trainer(cfg: Params, problem, level: str, fixed_points=None) -> tuple[Trainer, PINN]:
     model = level_model(cfg, problem, level)
     trainer = Trainer(cfg, problem, model, fixed_points=fixed_points, dtype=DTYPES[cfg.train.precision])
     return trainer, model
-
-
-def level_seed(cfg: Params, level: str) -> int:
-    return cfg.seed * 1000 + level_names(cfg).index(level)
 
 
 def state_template(trainer: Trainer, model: PINN, cfg: Params, level: str) -> TrainState:
@@ -86,29 +46,54 @@ def state_template(trainer: Trainer, model: PINN, cfg: Params, level: str) -> Tr
     return trainer.init(params, level_seed(cfg, level))
 
 
+class Carry(NamedTuple):
+    """What a level hands to the next (its export, besides the count of steps taken so far).
+
+    The cascade carries the network (widened), Adam's moments and step count (widened, new
+    entries seeded), the balancer's state (its weights) and the PRNG key. The sampler always
+    restarts from the current params: its state (pools, banks, RAD points) belongs to one width's
+    residual and is not carried.
+    """
+
+    params: Any
+    opt_state: Any
+    balancer_state: Any
+    key: jax.Array
+
+
+def carry_of(state: TrainState) -> Carry:
+    return Carry(state.params, state.opt_state, state.balancer_state, state.key)
+
+
 def start_level(
     cfg: Params,
     trainer: Trainer,
     model: PINN,
     level: str,
-    previous: TrainState | None,
+    *,
+    network: Any = None,
+    previous: Carry | None = None,
     previous_trainer: Trainer | None = None,
 ) -> TrainState:
-    """The state a level starts from.
+    """The state a level starts from: every component initialised from the current params, then
 
-    Without `previous`: the freshly seeded network. Otherwise the previous level's network is
-    widened (function-preserving) to this level's width; Adam moments carry over (new entries seeded
-    so the first step does not jump), the balancer weights carry over, the sampler restarts.
+    - with `network` (the `init` export): that network's parameters;
+    - with `previous` (the previous level's `Carry`): its network widened (function-preserving) to
+      this level's width, Adam's moments carried over (new entries seeded so the first step does
+      not jump, using the carried balancer weights), the balancer state and PRNG key carried over.
     """
     fresh = state_template(trainer, model, cfg, level)
+    if network is not None:
+        return fresh._replace(params=network)
     if previous is None:
         return fresh
     fine_params = multilevel.prolongate(
         previous.params, fresh.params, coarse_rest=previous_trainer.rest if previous_trainer else None,
         fine_rest=trainer.rest,
     )
-    # gradient at transfer for seeding Adam's second moment of the new entries
-    probe = fresh._replace(params=fine_params)
+    # gradient at transfer (with the weights training will use) for seeding Adam's second moment
+    # of the new entries
+    probe = fresh._replace(params=fine_params, balancer_state=previous.balancer_state)
     _, metrics_grads = _grads_at(trainer, probe)
     opt_state = multilevel.prolongate_adam_state(
         previous.opt_state, previous.params, fine_params, metrics_grads,

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -64,14 +65,34 @@ def _leaf_key(path) -> str:
     return jax.tree_util.keystr(path)
 
 
+#: the timestamp of every member of the npz files we write: same arrays, same bytes
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def save_npz(path: str | Path, arrays: dict[str, Any]) -> None:
+    """Write `arrays` as an uncompressed `.npz` (readable by `np.load`), atomically and
+    byte-deterministically: members sorted by name, fixed timestamps, no pickled objects. Same
+    arrays give the same bytes, so an unchanged export never invalidates a downstream DVC stage
+    (`np.savez` stamps every member with the current time)."""
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            with zipfile.ZipFile(fh, mode="w", compression=zipfile.ZIP_STORED) as zf:
+                for key in sorted(arrays):
+                    info = zipfile.ZipInfo(key + ".npy", date_time=_ZIP_EPOCH)
+                    info.external_attr = 0o644 << 16
+                    with zf.open(info, mode="w", force_zip64=True) as member:
+                        np.lib.format.write_array(member, np.asarray(arrays[key]), allow_pickle=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
 def save_tree(path: str | Path, tree: Any, **extra: np.ndarray) -> None:
-    """Save a pytree's leaves (plus `extra` arrays under `extra/<name>`) to an npz, atomically."""
+    """Save a pytree's leaves (plus `extra` arrays under `extra/<name>`) to an npz, atomically
+    and byte-deterministically (`save_npz`)."""
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     arrays = {f"tree{_leaf_key(p)}": np.asarray(x) for p, x in leaves}
     arrays.update({f"extra/{k}": np.asarray(v) for k, v in extra.items()})
-    with atomic_path(path, suffix=".npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+    save_npz(path, arrays)
 
 
 def load_tree(path: str | Path, template: Any) -> tuple[Any, dict[str, np.ndarray]]:

@@ -21,6 +21,7 @@ from pinn.config import Params
 from pinn.evaluate import accuracy
 from pinn.models import apply_fn, cast
 from pinn.optim import quasi_newton_runner, refine_optimizer
+from pinn.precision import DTYPES
 from pinn.sampling import rad_probabilities
 from pinn.train import LossSpec, loss_spec, loss_terms
 
@@ -65,15 +66,19 @@ def refine(
 ):
     """Run `cfg.refine.iterations` quasi-Newton iterations; returns `(params, rows, dtype)`.
 
+    Must run inside `pinn.precision.scope(cfg.refine.precision)` (precision is never switched
+    process-wide; a RuntimeError says so otherwise).
+
     `on_block(state)` is called after every block (checkpointing); `restore(template)` may return a
     saved `RefineState` to continue from (resuming a killed run).
     """
     from tqdm.auto import tqdm
 
     rcfg = cfg.refine
-    dtype = jnp.float64 if rcfg.precision == "float64" else jnp.float32
-    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
-        jax.config.update("jax_enable_x64", True)
+    dtype = DTYPES[rcfg.precision]
+    if jnp.dtype(dtype) != jax.dtypes.canonicalize_dtype(dtype):
+        raise RuntimeError(f"refine: refine.precision = {rcfg.precision} needs x64: call it inside "
+                           "`pinn.precision.scope(cfg.refine.precision)`")
     params = cast(params, dtype)
     rest = cast(rest, dtype)
     u = apply_fn(graphdef, rest)

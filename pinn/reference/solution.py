@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pinn.io import save_npz
+
 META_PREFIX = "meta_"
-_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
 def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
@@ -117,25 +116,7 @@ class Reference:
         arrays["est_rel_error"] = np.asarray(self.est_rel_error, dtype=np.float64)
         for key, value in self.meta.items():
             arrays[META_PREFIX + key] = np.asarray(value)
-        directory = path.parent if str(path.parent) else Path(".")
-        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                with zipfile.ZipFile(fh, mode="w", compression=zipfile.ZIP_STORED) as zf:
-                    for key in sorted(arrays):
-                        info = zipfile.ZipInfo(key + ".npy", date_time=_ZIP_EPOCH)
-                        info.external_attr = 0o644 << 16
-                        with zf.open(info, mode="w", force_zip64=True) as member:
-                            np.lib.format.write_array(member, arrays[key], allow_pickle=False)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp_name, path)
-        except BaseException:
-            try:
-                os.unlink(tmp_name)
-            except FileNotFoundError:
-                pass
-            raise
+        save_npz(path, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "Reference":

@@ -1,0 +1,147 @@
+"""The pipeline as a whole: DVC's graph of dvc.yaml, projects to run it in, and one way to run it.
+
+There is one runner: the commands in dvc.yaml. `dvc repro` runs them (caching what did not
+change); `run_in_process` runs the very same commands — parsed from DVC's graph, each stage
+module's `main` called with the command's arguments — in this process, without DVC's cache (for
+tests that compare runs in one process). `make_project` sets up a directory in which `dvc repro`
+runs the pipeline on a given params file (`pinn run --params FILE`, benchmarks, regression).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+#: what a project needs besides its params.yaml: the DAG and the package its stages run
+PROJECT_FILES = ("dvc.yaml", ".dvcignore", "pinn")
+
+
+class StageNode(NamedTuple):
+    """One stage of DVC's graph: its address, command and the stages it depends on."""
+
+    name: str  # DVC address, e.g. "train@level0"
+    cmd: str
+    upstream: tuple[str, ...]
+
+
+def source_root() -> Path:
+    """The checkout this package belongs to (holding dvc.yaml)."""
+    return Path(__file__).resolve().parents[1]
+
+
+def read_dag(root: str | Path) -> list[StageNode]:
+    """The project's stages from DVC's own graph (foreach expanded), in topological order (ties:
+    dvc.yaml order); `upstream` are the stages whose outputs a stage depends on."""
+    import networkx as nx
+    from dvc.repo import Repo
+
+    root = Path(root).absolute()
+    with Repo(str(root)) as repo:
+        index = repo.index
+        names = {stage: stage_address(stage, root) for stage in index.stages}
+        position = {name: i for i, name in enumerate(names.values())}
+        graph = index.graph  # edge: stage -> a stage whose outputs it depends on
+        order = nx.lexicographical_topological_sort(
+            graph.reverse(copy=True), key=lambda stage: position[names[stage]]
+        )
+        return [
+            StageNode(
+                name=names[stage],
+                cmd=" && ".join(stage.cmd) if isinstance(stage.cmd, list) else (stage.cmd or ""),
+                upstream=tuple(sorted(names[dep] for dep in graph.successors(stage))),
+            )
+            for stage in order
+        ]
+
+
+def stage_address(stage, root: Path) -> str:
+    """How `dvc repro` run in `root` names a stage: `name` for root dvc.yaml, else `file:name`."""
+    from dvc.stage import PipelineStage
+
+    relative = Path(os.path.relpath(stage.path, root)).as_posix()
+    if not isinstance(stage, PipelineStage):
+        return relative  # a .dvc file
+    return stage.name if relative == "dvc.yaml" else f"{relative}:{stage.name}"
+
+
+def stage_module(cmd: str) -> tuple[str, list[str]]:
+    """`python -m pinn.stages.X ARGS...` → ("pinn.stages.X", ARGS). Raises ValueError otherwise."""
+    argv = shlex.split(cmd)
+    if len(argv) < 3 or argv[0] != "python" or argv[1] != "-m" or not argv[2].startswith("pinn.stages."):
+        raise ValueError(f"not a pinn stage command: {cmd!r}")
+    return argv[2], argv[3:]
+
+
+@contextlib.contextmanager
+def _cwd(path: Path) -> Iterator[None]:
+    old = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def run_in_process(root: str | Path) -> list[str]:
+    """Run every stage of `root`'s dvc.yaml, in order, in this process (no DVC cache: every stage
+    runs). Returns the stage names. Exceptions of a stage propagate."""
+    from pinn.stages.common import invoke
+
+    ran = []
+    for node in read_dag(root):
+        module, args = stage_module(node.cmd)
+        with _cwd(Path(root)):
+            invoke(importlib.import_module(module).main, args)
+        ran.append(node.name)
+    return ran
+
+
+def _replace(source: Path, dest: Path) -> None:
+    if dest.is_dir():
+        shutil.rmtree(dest)
+    elif dest.exists():
+        dest.unlink()
+    if source.is_dir():
+        shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    else:
+        shutil.copy2(source, dest)
+
+
+def make_project(workdir: str | Path, params: str | Path, source: Path | None = None) -> Path:
+    """A DVC project (no git) in `workdir` holding this checkout's pipeline (dvc.yaml and the
+    `pinn` package its stages run) and `params` as its params.yaml. Reusing a workdir keeps its
+    outputs and DVC cache, so `dvc repro` there reruns only what changed."""
+    source = source or source_root()
+    workdir = Path(workdir).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        _replace(source / name, workdir / name)
+    if Path(params).absolute() != (workdir / "params.yaml"):
+        shutil.copyfile(params, workdir / "params.yaml")
+    if not (workdir / ".dvc").exists():
+        subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=workdir,
+                       check=True, env=subprocess_env())
+    return workdir
+
+
+def subprocess_env() -> dict[str, str]:
+    """Environment for `dvc` and stage subprocesses: this interpreter's scripts directory first on
+    PATH (dvc.yaml's `python` is this environment's), DVC analytics off, unbuffered output."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("DVC_NO_ANALYTICS", "1")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def repro(root: str | Path, *, force: bool = False) -> int:
+    """`dvc repro` in `root` (output streamed); returns its exit status."""
+    cmd = [sys.executable, "-m", "dvc", "repro"] + (["--force"] if force else [])
+    return subprocess.call(cmd, cwd=root, env=subprocess_env())

@@ -1,0 +1,107 @@
+"""What every stage shares: reading params and inputs, writing histories, running as a command.
+
+A stage module defines one typed function `main(...)` whose options are the stage's paths (given on
+the command line in dvc.yaml, nowhere else) and runs it with `command(main)`. The same function
+runs in-process through `invoke(main, argv)` (`pinn.pipeline.run_in_process`), with exceptions
+propagating instead of exit statuses.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import typer
+
+from pinn import io
+from pinn.config import Params, load_params
+from pinn.errors import UserError, one_line_errors
+
+#: options every stage takes
+PARAMS = typer.Option(..., "--params", help="The params file (params.yaml).")
+QUIET = typer.Option(False, "--quiet", help="No progress bars.")
+
+
+def command(main: Callable, argv: list[str] | None = None) -> None:
+    """Run `main` as a command line program: user errors are one line and exit status 2,
+    divergence exit status 3 (`pinn.errors`); the persistent XLA compile cache is on."""
+    _compilation_cache()
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command()(one_line_errors(main))
+    app(args=argv, prog_name=f"python -m {main.__module__}")
+
+
+def invoke(main: Callable, argv: list[str]) -> None:
+    """Run `main` in this process with command-line `argv`; exceptions propagate."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command()(main)
+    code = app(args=argv, standalone_mode=False)
+    if code not in (None, 0):
+        raise RuntimeError(f"{main.__module__} {' '.join(argv)}: exit status {code}")
+
+
+def _compilation_cache() -> None:
+    """Persistent XLA compilation cache (project-local `.jax_cache/`, or $PINN_JAX_CACHE; "" = off):
+    reruns of a stage skip recompiling. Compiled code is the same, so results are too."""
+    import jax
+
+    where = os.environ.get("PINN_JAX_CACHE", ".jax_cache")
+    if where and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        jax.config.update("jax_compilation_cache_dir", str(Path(where).absolute()))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def progress_wanted(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty()
+
+
+def read_params(path: Path) -> Params:
+    """The validated params (a `ConfigError` names the key); joins a multi-host runtime if set."""
+    from pinn import distributed
+
+    cfg = load_params(path)
+    distributed.initialize(cfg)  # multi-host: joins the runtime (no-op for one process)
+    return cfg
+
+
+def problem_of(cfg: Params):
+    from pinn.problems import make_problem
+
+    return make_problem(cfg.problem.name, **cfg.problem.coefficients)
+
+
+def require(path: Path, made_by: str) -> Path:
+    if not Path(path).exists():
+        raise UserError(f"{path}: missing (run the {made_by} stage first)")
+    return Path(path)
+
+
+def load_reference(path: Path):
+    from pinn.reference import Reference
+
+    require(path, "reference")
+    try:
+        return Reference.load(path)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def load_collocation(path: Path) -> dict[str, np.ndarray]:
+    require(path, "collocation")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in ("interior", "ic", "bc")}
+    except Exception as e:
+        raise UserError(f"{path}: not a valid collocation file ({type(e).__name__}: {e})") from None
+
+
+def write_history(path: Path, rows: list[dict], columns: list[str] | None = None) -> None:
+    """Metrics history as CSV (DVC plots); with no rows, just the header (never NaN placeholders)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns or [])
+    with io.atomic_path(path, suffix=".csv") as tmp:
+        frame.to_csv(tmp, index=False)

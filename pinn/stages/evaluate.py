@@ -1,0 +1,61 @@
+"""Stage `evaluate`: accuracy of the refined network on the reference's full grid.
+
+Outputs: `--metrics` (metrics.json: rel_l2, max_abs, the reference's own error estimate, refinement
+iterations; never NaN — a non-finite prediction fails the stage) and `--errors` (prediction and
+error on the grid, .npz).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from pinn import io
+from pinn.errors import DivergenceError
+from pinn.precision import refined_precision, scope
+from pinn.stages.common import PARAMS, command, load_reference, problem_of, read_params, require
+
+
+def main(
+    params: Path = PARAMS,
+    refined: Path = typer.Option(..., "--refined", help="The refined network (.npz)."),
+    reference: Path = typer.Option(..., "--reference", help="Reference solution."),
+    metrics: Path = typer.Option(..., "--metrics", help="metrics.json to write."),
+    errors: Path = typer.Option(..., "--errors", help="Prediction and error arrays (.npz)."),
+) -> None:
+    from pinn.evaluate import accuracy
+    from pinn.levels import level_model, level_names
+    from pinn.models import apply_fn, cast, split
+
+    cfg = read_params(params)
+    require(refined, "refine")
+    ref = load_reference(reference)
+    r = cfg.refine
+    with scope(refined_precision(r.method, r.iterations, r.precision, cfg.train.precision)) as dtype:
+        model = level_model(cfg, problem_of(cfg), level_names(cfg)[-1])
+        graphdef, template, rest = split(model)
+        params_, extras = io.load_tree(refined, cast(template, dtype))
+        u = apply_fn(graphdef, cast(rest, dtype))
+        acc = accuracy(lambda z: u(params_, z), ref, dtype=dtype, chunk=cfg.evaluate.chunk_size)
+    if not acc.finite:
+        raise DivergenceError(
+            f"evaluate: the network's predictions are not finite (rel_l2 = {acc.rel_l2}); "
+            "no metrics written"
+        )
+    result = {
+        "problem": cfg.problem.name,
+        "rel_l2": acc.rel_l2,
+        "max_abs": acc.max_abs,
+        "reference_est_rel_error": float(ref.est_rel_error),
+    }
+    result.update({k: float(v) for k, v in extras.items() if v.shape == ()})
+    grid = {"t": ref.t, "x": ref.x, **({"y": ref.y} if ref.y is not None else {})}
+    io.save_npz(errors, {"prediction": acc.prediction, "error": acc.error, **grid})
+    io.write_json(metrics, result)
+    print(f"evaluate: rel L2 {acc.rel_l2:.3e}, max abs {acc.max_abs:.3e} -> {metrics}")
+
+
+if __name__ == "__main__":
+    command(main)

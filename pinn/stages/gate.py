@@ -1,0 +1,63 @@
+"""The params gate: validate the whole params file before any other stage runs.
+
+DVC deletes a stage's outputs before running it, so a malformed params.yaml must stop the DAG
+upstream of everything; the stamp's content is constant, so a valid edit does not by itself
+invalidate later stages. Besides validating the values, the gate checks that every key a stage of
+`--dvcfile` declares is written in the params file: DVC can only track (and rerun on) keys that
+are there, and fails mid-pipeline on a missing one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+
+from pinn import io
+from pinn.errors import UserError
+from pinn.stages.common import PARAMS, command, read_params
+
+
+def declared_params(dvcfile: Path, levels: list[str]) -> dict[str, str]:
+    """Every params.yaml key a stage of `dvcfile` declares → the (first) stage declaring it;
+    `${key}` in a foreach stage is expanded over `levels`."""
+    stages = (yaml.safe_load(Path(dvcfile).read_text()) or {}).get("stages", {})
+    keys: dict[str, str] = {}
+    for name, stage in stages.items():
+        body = stage.get("do", stage)
+        for entry in body.get("params", []) or []:
+            if not isinstance(entry, str):
+                continue  # {other_file.yaml: [...]}: not ours
+            for key in ([entry.replace("${key}", lv) for lv in levels] if "${key}" in entry else [entry]):
+                keys.setdefault(key, name)
+    return keys
+
+
+def _present(data: Any, dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return False
+        data = data[part]
+    return True
+
+
+def main(
+    params: Path = PARAMS,
+    dvcfile: Path = typer.Option(..., "--dvcfile", help="The pipeline whose declared keys must be present."),
+    stamp: Path = typer.Option(..., "--stamp", help="Written (constant content) when valid."),
+) -> None:
+    cfg = read_params(params)
+    data = yaml.safe_load(params.read_text())
+    for key, stage in declared_params(dvcfile, list(cfg.multilevel.levels)).items():
+        if not _present(data, key):
+            raise UserError(
+                f"{params}: {key}: missing (stage '{stage}' of {dvcfile} declares it, and DVC can "
+                f"only track keys written in {params}; copy it from the default params.yaml)")
+    io.write_text(stamp, "params valid\n")
+    print(f"{params}: ok")
+
+
+if __name__ == "__main__":
+    command(main)

@@ -1,0 +1,30 @@
+"""Stage `report`: markdown + figures from this run's outputs (nothing else)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from pinn.stages.common import PARAMS, command, read_params
+
+
+def main(
+    params: Path = PARAMS,
+    metrics: Path = typer.Option(..., "--metrics"),
+    errors: Path = typer.Option(..., "--errors"),
+    reference: Path = typer.Option(..., "--reference"),
+    train_dir: Path = typer.Option(..., "--train", help="Per-level logs: <dir>/<level>/history.csv."),
+    refine_history: Path = typer.Option(..., "--refine-history"),
+    out: Path = typer.Option(..., "--out", help="Report directory (replaced whole)."),
+) -> None:
+    from pinn.report import build_report
+
+    cfg = read_params(params)
+    path = build_report(cfg, reference=reference, errors=errors, metrics=metrics,
+                        train_dir=train_dir, refine_history=refine_history, out=out)
+    print(f"report: {path.absolute()}")
+
+
+if __name__ == "__main__":
+    command(main)

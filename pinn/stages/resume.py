@@ -1,0 +1,90 @@
+"""Resuming a killed stage: orbax checkpoints and the partial history, keyed by a fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+from pinn import io
+from pinn.config import Params
+
+log = logging.getLogger("pinn.stages")
+
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(cfg: Params, stage: str, inputs: list[Path]) -> str:
+    """Digest of the whole params and the stage's input files: a resume checkpoint is only used
+    by a run with the same fingerprint."""
+    h = hashlib.sha256(cfg.model_dump_json().encode())
+    h.update(stage.encode())
+    for p in inputs:
+        h.update(_file_digest(p).encode())
+    return h.hexdigest()[:16]
+
+
+class Resume:
+    """In-progress state of one stage in `directory`: orbax checkpoints + the partial history.
+
+    Only reused when its fingerprint matches; a directory from other params or inputs, or whose
+    history is unreadable (damaged), is removed and the stage starts over.
+    """
+
+    def __init__(self, directory: Path, fp: str):
+        from pinn.checkpoint import Checkpointer
+
+        self.directory = Path(directory)
+        stamp = self.directory / "fingerprint"
+        if self.directory.exists():
+            reason = None
+            if not stamp.exists() or stamp.read_text() != fp:
+                reason = "from other params or inputs"
+            elif self._read_history() is None:
+                reason = "its history.json is damaged"
+            if reason:
+                log.warning("%s: %s: discarded, starting over", self.directory, reason)
+                print(f"{self.directory}: {reason}: discarded, starting over", file=sys.stderr)
+                shutil.rmtree(self.directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        io.write_text(stamp, fp)
+        self.checkpoints = Checkpointer(self.directory / "ckpt")
+
+    def _read_history(self) -> list[dict] | None:
+        """The saved rows; [] when there are none; None when the file is damaged."""
+        path = self.directory / "history.json"
+        if not path.exists():
+            return []
+        try:
+            rows = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            return None
+        return rows
+
+    def history(self, upto: int, key: str) -> list[dict]:
+        """The saved rows with `row[key] <= upto` (those a restored checkpoint at `upto` covers)."""
+        if upto == 0:
+            return []
+        return [r for r in self._read_history() or [] if r.get(key, 0) <= upto]
+
+    def save(self, step: int, state, rows: list[dict]) -> None:
+        # history first: a checkpoint (committed asynchronously) never gets ahead of it
+        io.write_text(self.directory / "history.json", json.dumps(rows))
+        self.checkpoints.save(step, state)
+
+    def finish(self) -> None:
+        """The stage completed: its in-progress state is no longer needed."""
+        self.checkpoints.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
