@@ -371,6 +371,9 @@ class HardBankState(NamedTuple):
     points: jax.Array  # (B, d) the current batch; its first `num_from_bank` rows come from the bank
     num_from_bank: jax.Array  # int32
 
+    #: values that mark something rather than corrupt it (`pinn.checkpoint`): an empty bank slot
+    CHECKPOINT_SENTINELS = {"bank_residuals": (-math.inf,)}
+
 
 def mixing_probability(
     step: jax.Array, p_max: float, p_start_step: int, p_ramp_steps: int
