@@ -1,18 +1,29 @@
-"""The report stage: `report/report.md` plus PNG figures, from the pipeline's outputs.
+"""The report: `report.md` plus PNG figures, from this run's outputs (and nothing else).
 
-Inputs (relative to the run root; every figure whose input is missing is skipped with a note):
+Inputs (paths given to `build_report`; every figure whose input is missing is skipped with a note):
 
-    data/reference.npz                 t, x[, y], u[t, x(, y)], est_rel_error
-    data/evaluate/errors.npz           prediction, error (= prediction − reference), t, x[, y]
+    reference.npz                      t, x[, y], u[t, x(, y)], est_rel_error
+    errors.npz                         prediction, error (= prediction − reference), t, x[, y]
     metrics.json                       problem, rel_l2, max_abs, reference_est_rel_error, ...
-    data/train/<level>/history.csv     per-level training log (global `step`, per-level `wall_s`)
-    data/train/<level>/samples.npz     last training batch: points (B, d) time first, weights (B,)
-    data/refine/history.csv            iteration, loss, rel_l2, wall_s, method
-    benchmarks/results/*.json          optional `comparison` rows (compute-normalised variants)
+    <train_dir>/<level>/history.csv    per-level training log: `step` (global), `level_step`,
+                                       `loss` (Adam minibatch loss), `rel_l2`, `wall_s` (from the
+                                       start of that level's stage), `weight_*`, `ntk_*`, sampler
+                                       statistics, `lr_scale`
+    <train_dir>/<level>/samples.npz    last training batch: points (B, d) time first, weights (B,)
+    refine_history.csv                 iteration, loss (full collocation set), rel_l2, wall_s, method
 
-The report is built in a temporary directory next to `report/` and swapped in with `os.rename`
-at the end, so a killed report stage never leaves a half-written report. Figures are drawn with
-matplotlib's Agg canvas (no pyplot global state).
+The Adam phase (minibatch loss, per cascade level) and the quasi-Newton refinement (loss on the
+full collocation set, usually in float64) are drawn on separate axes: their losses are different
+quantities. The steps axis counts the Adam steps actually taken (each level's last `level_step`),
+so the refinement starts at their sum; the wall-clock view offsets each phase by the previous
+phases' last `wall_s`. A panel whose quantity is constant for this run (fixed loss weights,
+`lr_scale` ≡ 1, a constant sampler statistic, the batch density of the uniform sampler) is left out
+and the constant stated in one line.
+
+The report is built in a temporary directory next to `out` and swapped in with `os.rename` at the
+end, so a killed report stage never leaves a half-written report; the directory gets the usual
+permissions (`0o777 & ~umask`, like `mkdir`), not the private ones of a temporary directory.
+Figures are drawn with matplotlib's Agg canvas (no pyplot global state).
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ import math
 import os
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -34,9 +46,11 @@ from pinn.errors import UserError
 REPORT_DIR = "report"
 REPORT_MD = "report.md"
 
-#: history columns that are not sampler statistics
+#: history columns that are neither sampler statistics nor per-term columns
 _TRAIN_COLUMNS = {"level", "step", "level_step", "loss", "grad_norm", "steps_per_s", "wall_s",
-                  "rel_l2", "causal_min_weight"}
+                  "rel_l2", "causal_min_weight", "lr_scale"}
+#: prefixes of per-loss-term history columns
+_TERM_PREFIXES = ("loss_", "weight_", "ntk_")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -53,31 +67,34 @@ class ReportInputs:
     histories: dict[str, Path]  # level -> history.csv, coarse to fine
     samples: dict[str, Path]  # level -> samples.npz
     refine_history: Path
-    benchmark_results: Path  # a directory of *.json
-    root: Path = Path(".")
+    root: Path = Path(".")  # paths are shown relative to this directory when inside it
+
+    @classmethod
+    def of(cls, *, reference: Path, errors: Path, metrics: Path, train_dir: Path,
+           refine_history: Path, levels: Sequence[str], root: Path = Path(".")) -> "ReportInputs":
+        """Explicit paths; `train_dir/<level>/history.csv` and `samples.npz` per level."""
+        train_dir = Path(train_dir)
+        return cls(
+            reference=Path(reference), errors=Path(errors), metrics=Path(metrics),
+            histories={lv: train_dir / lv / "history.csv" for lv in levels},
+            samples={lv: train_dir / lv / "samples.npz" for lv in levels},
+            refine_history=Path(refine_history), root=Path(root),
+        )
 
     @classmethod
     def at(cls, root: Path, levels: Sequence[str]) -> "ReportInputs":
-        """The pipeline's fixed layout (see `pinn.stages`) under `root`."""
+        """The pipeline's default layout under `root` (data/..., metrics.json)."""
         root = Path(root)
-        train = root / "data" / "train"
-        return cls(
-            reference=root / "data" / "reference.npz",
-            errors=root / "data" / "evaluate" / "errors.npz",
-            metrics=root / "metrics.json",
-            histories={lv: train / lv / "history.csv" for lv in levels},
-            samples={lv: train / lv / "samples.npz" for lv in levels},
-            refine_history=root / "data" / "refine" / "history.csv",
-            benchmark_results=root / "benchmarks" / "results",
-            root=root,
-        )
+        return cls.of(reference=root / "data" / "reference.npz",
+                      errors=root / "data" / "evaluate" / "errors.npz",
+                      metrics=root / "metrics.json", train_dir=root / "data" / "train",
+                      refine_history=root / "data" / "refine" / "history.csv",
+                      levels=levels, root=root)
 
     def rel(self, path: Path) -> str:
-        """`path` as shown in the report: relative to the root when possible."""
-        try:
-            return Path(os.path.relpath(path, self.root)).as_posix()
-        except ValueError:
-            return str(path)
+        """`path` as shown in the report: relative to the root when inside it."""
+        rel = os.path.relpath(Path(path).absolute(), Path(self.root).absolute())
+        return Path(rel).as_posix() if not rel.startswith("..") else str(path)
 
 
 @dataclass
@@ -115,14 +132,88 @@ def _load_csv(path: Path):
 
     try:
         return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
     except Exception as e:
         raise UserError(f"{path}: not a readable CSV file ({type(e).__name__}: {e})") from None
 
 
 def _numeric(df, column: str) -> np.ndarray:
+    """A column as float64 (NaN where absent or not a number)."""
     import pandas as pd
 
+    if column not in df:
+        return np.full(len(df), np.nan)
     return pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=np.float64)
+
+
+def _last_finite(values: np.ndarray) -> float | None:
+    finite = values[np.isfinite(values)]
+    return float(finite[-1]) if finite.size else None
+
+
+def is_constant(values: np.ndarray) -> bool:
+    """True when the finite values are all equal (or there are none): nothing to plot."""
+    finite = np.asarray(values, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    return finite.size == 0 or bool(np.all(finite == finite[0]))
+
+
+# ----------------------------------------------------------------------------------------------
+# the phases of a run: cascade levels, then the refinement
+
+
+@dataclass
+class Phase:
+    """One phase of the run, with its own history rows placed on the run's common axes.
+
+    `x`: cumulative Adam steps actually taken (levels), or the Adam total plus the iteration
+    (refinement); `wall`: wall seconds since the first level started (each history's `wall_s`
+    counts from the start of its own stage, so it is offset by the previous phases' last value).
+    """
+
+    name: str
+    kind: str  # "adam" | "refine"
+    df: Any  # the history (pandas.DataFrame)
+    x: np.ndarray
+    wall: np.ndarray
+    steps: int  # steps taken (levels) / iterations done (refinement)
+    start_x: float
+    start_wall: float
+
+    def column(self, name: str) -> np.ndarray:
+        return _numeric(self.df, name)
+
+
+def phases(histories: dict, refine) -> list[Phase]:
+    """The levels (in order) and the refinement (when it has rows) on common step/wall axes."""
+    out: list[Phase] = []
+    offset_x, offset_wall, previous_global = 0.0, 0.0, 0.0
+    for level, df in histories.items():
+        if not len(df):
+            continue
+        if "level_step" in df:
+            local = _numeric(df, "level_step")
+        else:  # older histories: the global step, minus where the previous level ended
+            local = _numeric(df, "step") - previous_global
+        previous_global = _last_finite(_numeric(df, "step")) or previous_global
+        steps = int(np.nanmax(local)) if np.isfinite(local).any() else 0
+        wall_s = _numeric(df, "wall_s")
+        out.append(Phase(level, "adam", df, offset_x + local, offset_wall + wall_s, steps,
+                         offset_x, offset_wall))
+        offset_x += steps
+        offset_wall += float(np.nanmax(wall_s)) if np.isfinite(wall_s).any() else 0.0
+    if refine is not None and len(refine):
+        it = _numeric(refine, "iteration")
+        steps = int(np.nanmax(it)) if np.isfinite(it).any() else 0
+        out.append(Phase("refine", "refine", refine, offset_x + it,
+                         offset_wall + _numeric(refine, "wall_s"), steps, offset_x, offset_wall))
+    return out
+
+
+def adam_steps(run: Sequence[Phase]) -> int:
+    """Adam steps actually taken over all levels (where the refinement starts on the step axis)."""
+    return sum(p.steps for p in run if p.kind == "adam")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -144,11 +235,16 @@ def fmt(value: Any) -> str:
 
 
 def fmt_seconds(seconds: float | None) -> str:
+    """Seconds as shown in the report (minutes added from 2 min on)."""
     if seconds is None or not math.isfinite(seconds):
         return "n/a"
     if seconds < 120:
         return f"{seconds:.1f} s"
     return f"{seconds:.1f} s ({seconds / 60:.1f} min)"
+
+
+def _fmt_const(v: float) -> str:
+    return f"{v:g}"
 
 
 def _cell(value: Any) -> str:
@@ -166,22 +262,29 @@ def _not_found(inputs: ReportInputs, path: Path, what: str) -> str:
     return f"*Not available: `{inputs.rel(path)}` not found; {what}.*"
 
 
+def _float(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
 # ----------------------------------------------------------------------------------------------
 # figures
 
 
 class _Skip(Exception):
-    """A figure cannot be drawn; the message is the note written in its place."""
+    """A figure is not drawn; the message is the sentence written in its place."""
 
 
-def _figure(nrows: int, ncols: int, panel: tuple[float, float], title: str | None = None,
-            squeeze: bool = False):
+def _figure(nrows: int, ncols: int, panel: tuple[float, float], title: str | None = None):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(panel[0] * ncols, panel[1] * nrows), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=squeeze)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     if title:
         fig.suptitle(title)
     return fig, axes
@@ -191,19 +294,65 @@ def _save(fig, path: Path, dpi: int) -> None:
     fig.savefig(path, dpi=dpi, format="png")
 
 
-def _log_norm(values: np.ndarray):
-    """A log colour scale covering the finite positive values (linear when there are none)."""
+#: decades of |error| shown below its maximum on the error maps' log colour scale
+ERROR_DECADES = 5.0
+
+
+def error_norm(values: np.ndarray):
+    """Log colour scale for |error|: from its maximum down to `ERROR_DECADES` decades below it
+    (or to its smallest positive value, if larger); smaller values are clipped to the lowest colour
+    (the colour bar shows the clipping as an extension)."""
     from matplotlib.colors import LogNorm, Normalize
 
-    finite = values[np.isfinite(values)]
+    finite = np.abs(values[np.isfinite(values)])
     positive = finite[finite > 0]
     if positive.size == 0:
         return Normalize(vmin=0.0, vmax=1.0)
     vmax = float(positive.max())
-    vmin = max(float(positive.min()), vmax * 1e-8)
+    vmin = max(float(positive.min()), vmax * 10.0 ** -ERROR_DECADES)
     if vmin >= vmax:
         vmin = vmax / 10.0
-    return LogNorm(vmin=vmin, vmax=vmax)
+    return LogNorm(vmin=vmin, vmax=vmax, clip=False)
+
+
+def _is_uniform(v: np.ndarray) -> bool:
+    d = np.diff(np.asarray(v, dtype=np.float64))
+    return d.size > 0 and bool(np.all(d > 0)) and bool(np.allclose(d, d[0], rtol=1e-6, atol=0))
+
+
+def cell_edges(v: np.ndarray) -> np.ndarray:
+    """Edges of the cells centred on the grid values `v` (midpoints; ends extended by half a cell)."""
+    v = np.asarray(v, dtype=np.float64)
+    if v.size == 1:
+        return np.array([v[0] - 0.5, v[0] + 0.5])
+    mid = 0.5 * (v[1:] + v[:-1])
+    return np.concatenate([[2 * v[0] - mid[0]], mid, [2 * v[-1] - mid[-1]]])
+
+
+def _field_image(ax, h: np.ndarray, v: np.ndarray, values: np.ndarray, **kw):
+    """`values[h, v]` on axes (h horizontal, v vertical), each value filling its own cell.
+
+    Uniform grids: `imshow` with the cells' extent and anti-aliased downsampling (a grid finer than
+    the pixels does not alias into moiré); otherwise `pcolormesh` on the cell edges."""
+    if _is_uniform(h) and _is_uniform(v):
+        he, ve = cell_edges(h), cell_edges(v)
+        return ax.imshow(values.T, origin="lower", extent=(he[0], he[-1], ve[0], ve[-1]),
+                         aspect="auto", interpolation="antialiased", **kw)
+    return ax.pcolormesh(cell_edges(h), cell_edges(v), values.T, shading="flat",
+                         rasterized=True, **kw)
+
+
+def _for_log_scale(values: np.ndarray, norm) -> np.ndarray:
+    """Exact zeros drawn in the lowest colour (below the scale), not as missing data."""
+    vmin = getattr(norm, "vmin", None) or 1.0
+    return np.where(np.isfinite(values) & (values <= 0), 0.1 * vmin, values)
+
+
+def _error_cmap():
+    from matplotlib import colormaps
+
+    magma = colormaps["magma"]
+    return magma.with_extremes(under=magma(0.0), bad="0.5")
 
 
 def snapshot_indices(t: np.ndarray, times: Sequence[float]) -> list[int]:
@@ -228,58 +377,62 @@ def _fig_snapshots(grid: _Grid, times: Sequence[float], path: Path, dpi: int, ti
             ax.plot(grid.x, grid.prediction[k], "r--", lw=1.2, label="PINN")
             ax.set_title(f"t = {grid.t[k]:.3g}")
             ax.set_xlabel("x")
-        axes[0][0].set_ylabel("u")
+            ax.set_ylabel("u")
         axes[0][0].legend(loc="best", fontsize="small")
     else:
         fig, axes = _figure(len(idx), 3, (3.0, 2.6), f"{title}: solution snapshots")
-        extent = (grid.x[0], grid.x[-1], grid.y[0], grid.y[-1])
-        err_norm = _log_norm(np.abs(grid.error[idx]))
+        err_norm = error_norm(grid.error[idx])
+        cmap = _error_cmap()
         for row, k in zip(axes, idx):
             lo = float(min(grid.reference[k].min(), grid.prediction[k].min()))
             hi = float(max(grid.reference[k].max(), grid.prediction[k].max()))
             for ax, field_, name in ((row[0], grid.reference[k], "reference"),
                                      (row[1], grid.prediction[k], "PINN")):
-                im = ax.imshow(field_.T, origin="lower", extent=extent, aspect="auto",
-                               cmap="RdBu_r", vmin=lo, vmax=hi)
+                im = _field_image(ax, grid.x, grid.y, field_, cmap="RdBu_r", vmin=lo, vmax=hi)
                 ax.set_title(f"{name}, t = {grid.t[k]:.3g}")
-            ax.figure.colorbar(im, ax=row[:2].tolist(), shrink=0.9)
-            shown = np.maximum(np.abs(grid.error[k]), err_norm.vmin)  # zeros: no white gaps
-            im = row[2].imshow(shown.T, origin="lower", extent=extent, aspect="auto",
-                               cmap="magma", norm=err_norm)
+                ax.set_xlabel("x")
+                ax.set_ylabel("y")
+            fig.colorbar(im, ax=row[:2].tolist(), shrink=0.9, label="u")
+            im = _field_image(row[2], grid.x, grid.y,
+                              _for_log_scale(np.abs(grid.error[k]), err_norm), cmap=cmap,
+                              norm=err_norm)
             row[2].set_title(f"|error|, t = {grid.t[k]:.3g}")
-            row[2].figure.colorbar(im, ax=row[2], shrink=0.9)
-            row[0].set_ylabel("y")
-        for ax in axes[-1]:
-            ax.set_xlabel("x")
+            row[2].set_xlabel("x")
+            row[2].set_ylabel("y")
+            fig.colorbar(im, ax=row[2], shrink=0.9, extend="min",
+                         label="|prediction − reference|")
     _save(fig, path, dpi)
     return "Reference solution vs PINN prediction at the stored times nearest to " + ", ".join(
         f"{s:g}" for s in times) + "."
 
 
 def _fig_error_map(grid: _Grid, times: Sequence[float], path: Path, dpi: int, title: str) -> str:
-    err = np.abs(grid.error)
-    norm = _log_norm(err)
-    err = np.maximum(err, norm.vmin)  # exact zeros show as the smallest colour, not as gaps
+    norm = error_norm(grid.error)
+    err = _for_log_scale(np.abs(grid.error), norm)
+    cmap = _error_cmap()
+    label = "|prediction − reference| (log scale)"
+    decades = f"{math.log10(norm.vmax / norm.vmin):.1f}" if norm.vmin > 0 else "n/a"
     if grid.y is None:
-        fig, axes = _figure(1, 1, (7.0, 3.6), f"{title}: |prediction − reference|")
+        fig, axes = _figure(1, 1, (7.0, 3.6), f"{title}: pointwise error")
         ax = axes[0][0]
-        im = ax.pcolormesh(grid.t, grid.x, err.T, shading="nearest", cmap="magma", norm=norm)
+        im = _field_image(ax, grid.t, grid.x, err, cmap=cmap, norm=norm)
         ax.set_xlabel("t")
         ax.set_ylabel("x")
-        fig.colorbar(im, ax=ax, label="|error| (log scale)")
-        caption = "Pointwise absolute error over (t, x), log colour scale."
+        fig.colorbar(im, ax=ax, extend="min", label=label)
+        caption = (f"|prediction − reference| over (t, x), one cell per reference grid point, log "
+                   f"colour scale over {decades} decades below the maximum {norm.vmax:.2e} "
+                   "(smaller errors in the lowest colour).")
     else:
         idx = snapshot_indices(grid.t, times)
-        fig, axes = _figure(1, len(idx), (3.0, 2.8), f"{title}: |prediction − reference|")
-        extent = (grid.x[0], grid.x[-1], grid.y[0], grid.y[-1])
+        fig, axes = _figure(1, len(idx), (3.0, 2.8), f"{title}: pointwise error")
         for ax, k in zip(axes[0], idx):
-            im = ax.imshow(err[k].T, origin="lower", extent=extent, aspect="auto", cmap="magma",
-                           norm=norm)
+            im = _field_image(ax, grid.x, grid.y, err[k], cmap=cmap, norm=norm)
             ax.set_title(f"t = {grid.t[k]:.3g}")
             ax.set_xlabel("x")
-        axes[0][0].set_ylabel("y")
-        fig.colorbar(im, ax=axes[0].tolist(), label="|error| (log scale)")
-        caption = "Pointwise absolute error over (x, y) per stored time, shared log colour scale."
+            ax.set_ylabel("y")
+        fig.colorbar(im, ax=axes[0].tolist(), extend="min", label=label)
+        caption = (f"|prediction − reference| over (x, y) per stored time, shared log colour scale "
+                   f"over {decades} decades below the maximum {norm.vmax:.2e}.")
     _save(fig, path, dpi)
     return caption
 
@@ -292,181 +445,253 @@ def _level_colours(levels: Sequence[str]) -> dict[str, Any]:
     return {lv: cmap(0.85 * i / n) for i, lv in enumerate(levels)}
 
 
-def _level_boundaries(ax, histories: dict) -> None:
-    for df in list(histories.values())[1:]:
-        if len(df):
-            first = float(_numeric(df, "step")[0] - _numeric(df, "level_step")[0]) \
-                if "level_step" in df else float(_numeric(df, "step")[0])
-            ax.axvline(first, color="0.6", ls=":", lw=0.8)
+def _style(phase: Phase, colours: dict) -> dict:
+    if phase.kind == "refine":
+        return dict(color="k", ls="-", label="refinement")
+    return dict(color=colours[phase.name], ls="-", label=phase.name)
 
 
-def convergence_series(histories: dict, refine) -> dict[str, dict[str, np.ndarray]]:
-    """Per curve (each level, then "refine"): x (global step), loss, rel_l2 (NaN where absent).
-
-    The refinement's iterations are offset to start after the last Adam step.
-    """
-    series: dict[str, dict[str, np.ndarray]] = {}
-    last_step = 0.0
-    for level, df in histories.items():
-        step = _numeric(df, "step")
-        if np.isfinite(step).any():
-            last_step = max(last_step, float(np.nanmax(step)))
-        series[level] = {"x": step, **{c: _numeric(df, c) if c in df else np.full(len(df), np.nan)
-                                       for c in ("loss", "rel_l2")}}
-    if refine is not None:
-        series["refine"] = {
-            "x": last_step + _numeric(refine, "iteration"),
-            **{c: _numeric(refine, c) if c in refine else np.full(len(refine), np.nan)
-               for c in ("loss", "rel_l2")},
-        }
-    return series
+def _boundaries(ax, run: Sequence[Phase], attr: str) -> None:
+    """Dotted lines where each phase after the first starts (on the `start_x`/`start_wall` axis)."""
+    for p in run[1:]:
+        ax.axvline(getattr(p, attr), color="0.5" if p.kind == "adam" else "k", ls=":", lw=0.9)
 
 
-def _fig_convergence(histories: dict, refine, path: Path, dpi: int, title: str) -> str:
-    colours = _level_colours(list(histories))
-    series = convergence_series(histories, refine)
-    fig, axes = _figure(1, 2, (5.0, 3.6), f"{title}: convergence")
-    for name, s in series.items():
-        if name == "refine":
-            method = str(refine["method"].iloc[0]) if "method" in refine and len(refine) else ""
-            style = dict(color="k", ls="--", label=f"refine ({method})" if method else "refine")
-            for ax in axes[0]:
-                ax.axvline(s["x"][0] if len(s["x"]) else 0.0, color="k", ls=":", lw=0.8)
-        else:
-            style = dict(color=colours[name], ls="-", label=name)
-        for ax, col in zip(axes[0], ("loss", "rel_l2")):
-            ax.plot(s["x"], _positive(s[col]), lw=1.3, **style)
-    for ax, label in zip(axes[0], ("training loss", "relative L2 error")):
-        ax.set_yscale("log")
-        ax.set_xlabel("step (refine: iterations after the last Adam step)")
-        ax.set_ylabel(label)
-        _level_boundaries(ax, histories)
+def _fig_convergence(run: list[Phase], refine_label: str, path: Path, dpi: int,
+                     title: str) -> str:
+    adam = [p for p in run if p.kind == "adam"]
+    refine = next((p for p in run if p.kind == "refine"), None)
+    colours = _level_colours([p.name for p in adam])
+    boundary = adam_steps(run)
+    panels: list[Callable] = []
+    captions: list[str] = []
+
+    if any(np.isfinite(p.column("loss")).any() for p in adam):
+        def adam_panel(ax):
+            for p in adam:
+                ax.plot(p.x, _positive(p.column("loss")), lw=1.3, **_style(p, colours))
+            ax.set_yscale("log")
+            ax.set_xlabel("Adam step (all levels)")
+            ax.set_ylabel("Adam loss (weighted, minibatch)")
+            _boundaries(ax, adam, "start_x")
+            ax.set_title("Adam phase")
+            ax.legend(loc="best", fontsize="small")
+        panels.append(adam_panel)
+        captions.append("the Adam loss (weighted minibatch loss) per cascade level")
+    if refine is not None and np.isfinite(refine.column("loss")).any():
+        def refine_panel(ax):
+            it = refine.column("iteration")
+            ax.plot(it, _positive(refine.column("loss")), "k-", lw=1.3, marker=".")
+            ax.set_yscale("log")
+            ax.set_xlabel("refinement iteration")
+            ax.set_ylabel("refinement loss (full set)")
+            ax.set_title(refine_label)
+        panels.append(refine_panel)
+        captions.append(f"the refinement loss ({refine_label}) on its own axes")
+    if any(np.isfinite(p.column("rel_l2")).any() for p in run):
+        def error_panel(ax):
+            for p in run:
+                ax.plot(p.x, _positive(p.column("rel_l2")), lw=1.3, marker=".", ms=3,
+                        **_style(p, colours))
+            ax.set_yscale("log")
+            ax.set_xlabel("Adam step, then refinement iteration")
+            ax.set_ylabel("relative L2 error")
+            _boundaries(ax, adam, "start_x")
+            if refine is not None:
+                ax.axvline(boundary, color="k", ls="--", lw=1.0)
+                ax.annotate(f"refinement from step {boundary}", (boundary, 1.0),
+                            xycoords=("data", "axes fraction"), xytext=(3, -3),
+                            textcoords="offset points", va="top", fontsize="small")
+            ax.set_title("accuracy")
+            ax.legend(loc="best", fontsize="small")
+        panels.append(error_panel)
+        captions.append("the relative L2 error against the reference over Adam steps, then "
+                        f"refinement iterations (the refinement starts after the {boundary} Adam "
+                        "steps taken)")
+    if any(not is_constant(p.column("lr_scale")) for p in adam):
+        def lr_panel(ax):
+            for p in adam:
+                ax.plot(p.x, p.column("lr_scale"), lw=1.3, drawstyle="steps-post",
+                        **_style(p, colours))
+            ax.set_yscale("log")
+            ax.set_xlabel("Adam step (all levels)")
+            ax.set_ylabel("learning-rate scale")
+            ax.set_title("after divergence retries")
+        panels.append(lr_panel)
+        captions.append("the learning-rate scale lowered by divergence retries")
+    if not panels:
+        raise _Skip("Not available: the histories hold no finite loss or error values.")
+    fig, axes = _figure(1, len(panels), (4.6, 3.6), f"{title}: convergence")
+    for ax, draw in zip(axes[0], panels):
+        draw(ax)
         ax.grid(True, which="major", alpha=0.3)
-    axes[0][0].legend(loc="best", fontsize="small")
     _save(fig, path, dpi)
-    return ("Training loss and relative L2 error vs global step, one colour per cascade level"
-            + ("; the quasi-Newton refinement is appended after the last Adam step."
-               if refine is not None else "."))
+    return "Left to right: " + "; ".join(captions) + ". Level boundaries dotted."
 
 
-def _fig_weights(histories: dict, path: Path, dpi: int, title: str) -> str:
-    columns = sorted({c for df in histories.values() for c in df.columns
-                      if c.startswith("weight_")})
-    if not columns:
-        raise _Skip("no `weight_*` columns in the training histories")
-    causal = any("causal_min_weight" in df for df in histories.values())
-    fig, axes = _figure(1, 2 if causal else 1, (5.0, 3.4), f"{title}: loss weights")
+def _fig_error_vs_time(run: list[Phase], path: Path, dpi: int, title: str) -> str:
+    colours = _level_colours([p.name for p in run if p.kind == "adam"])
+    shown = [p for p in run if (np.isfinite(p.column("rel_l2")) & np.isfinite(p.wall)).any()]
+    if not shown:
+        raise _Skip("Not available: no rows with both `rel_l2` and `wall_s`.")
+    fig, axes = _figure(1, 1, (6.0, 3.6), f"{title}: error vs wall-clock time")
+    ax = axes[0][0]
+    for p in shown:
+        ax.plot(p.wall, _positive(p.column("rel_l2")), lw=1.3, marker=".", ms=3,
+                **_style(p, colours))
+    _boundaries(ax, run, "start_wall")
+    ax.set_yscale("log")
+    ax.set_xlabel("wall-clock time (s, cumulative over the phases)")
+    ax.set_ylabel("relative L2 error")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    _save(fig, path, dpi)
+    return ("Relative L2 error against cumulative wall-clock seconds: each phase's `wall_s` "
+            "(counted from the start of its own stage) offset by the previous phases' totals; "
+            "phase boundaries dotted. Process start-up and compilation before the first logged "
+            "interval of each stage are not included.")
+
+
+def _terms(run: Sequence[Phase], prefix: str) -> list[str]:
+    return list(dict.fromkeys(c for p in run if p.kind == "adam" for c in p.df.columns
+                              if c.startswith(prefix)))
+
+
+def _fig_weights(run: list[Phase], path: Path, dpi: int, title: str) -> str:
     from matplotlib import colormaps
 
+    adam = [p for p in run if p.kind == "adam"]
     cmap = colormaps["tab10"]
-    ax = axes[0][0]
-    for j, col in enumerate(columns):
-        for i, df in enumerate(histories.values()):
-            if col in df:
-                ax.plot(_numeric(df, "step"), _positive(_numeric(df, col)), color=cmap(j),
-                        lw=1.3, label=col.removeprefix("weight_") if i == 0 else None)
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss weight")
-    ax.legend(loc="best", fontsize="small")
-    _level_boundaries(ax, histories)
-    if causal:
-        ax = axes[0][1]
-        colours = _level_colours(list(histories))
-        for level, df in histories.items():
-            if "causal_min_weight" in df:
-                ax.plot(_numeric(df, "step"), _numeric(df, "causal_min_weight"),
-                        color=colours[level], lw=1.3, label=level)
-        ax.set_xlabel("step")
-        ax.set_ylabel("min causal weight")
-        ax.set_ylim(-0.05, 1.05)
-        ax.legend(loc="best", fontsize="small")
+    weights = _terms(adam, "weight_")
+    ntk = [c for c in _terms(adam, "ntk_")
+           if any(np.isfinite(p.column(c)).any() for p in adam)]
+    varying = [c for c in weights if not is_constant(np.concatenate([p.column(c) for p in adam]))]
+    causal = [p for p in adam if "causal_min_weight" in p.df]
+    causal_varies = causal and not is_constant(
+        np.concatenate([p.column("causal_min_weight") for p in causal]))
+    constant = [c for c in weights if c not in varying]
+    names = list(dict.fromkeys([c.removeprefix("weight_") for c in weights]
+                               + [c.removeprefix("ntk_") for c in ntk]))
+    colour = {name: cmap(i) for i, name in enumerate(names)}  # one colour per term throughout
+    notes = []
+    if constant:
+        notes.append("constant loss weights: " + ", ".join(
+            f"{c.removeprefix('weight_')} = "
+            f"{_fmt_const(_last_finite(np.concatenate([p.column(c) for p in adam])) or math.nan)}"
+            for c in constant))
+    panels: list[Callable] = []
+    if varying:
+        def weight_panel(ax):
+            for col in varying:
+                for i, p in enumerate(adam):
+                    ax.plot(p.x, _positive(p.column(col)), color=colour[col[7:]], lw=1.3,
+                            label=col.removeprefix("weight_") if i == 0 else None)
+            ax.set_yscale("log")
+            ax.set_ylabel("loss weight")
+            ax.set_title("loss weights")
+            ax.legend(loc="best", fontsize="small", title="term")
+        panels.append(weight_panel)
+    if causal_varies:
+        def causal_panel(ax):
+            colours = _level_colours([p.name for p in adam])
+            for p in causal:
+                ax.plot(p.x, p.column("causal_min_weight"), color=colours[p.name], lw=1.3,
+                        label=p.name)
+            ax.set_ylabel("smallest causal weight")
+            ax.set_ylim(-0.05, 1.05)
+            ax.set_title("causal time weighting")
+            ax.legend(loc="best", fontsize="small")
+        panels.append(causal_panel)
+    if ntk:
+        def ntk_panel(ax):
+            for col in ntk:
+                for i, p in enumerate(adam):
+                    v = _positive(p.column(col))
+                    keep = np.isfinite(v)
+                    ax.plot(p.x[keep], v[keep], color=colour[col[4:]], lw=1.3, marker="o", ms=3,
+                            label=col.removeprefix("ntk_") if i == 0 else None)
+            ax.set_yscale("log")
+            ax.set_ylabel("NTK trace / points (mean ‖∂r/∂θ‖²)")
+            ax.set_title("empirical NTK per loss term")
+            ax.legend(loc="best", fontsize="small", title="term")
+        panels.append(ntk_panel)
+    if not panels:
+        raise _Skip((notes[0][0].upper() + notes[0][1:] + " throughout; no figure.")
+                    if notes else "Not available: no `weight_*` or `ntk_*` columns in the "
+                                  "training histories.")
+    fig, axes = _figure(1, len(panels), (4.6, 3.4), f"{title}: loss weights and NTK")
+    for ax, draw in zip(axes[0], panels):
+        draw(ax)
+        ax.set_xlabel("Adam step (all levels)")
+        _boundaries(ax, adam, "start_x")
+        ax.grid(True, which="major", alpha=0.3)
     _save(fig, path, dpi)
-    return "Loss-term weights vs global step (level boundaries dotted)" + (
-        "; right: the smallest causal time weight." if causal else ".")
+    parts = []
+    if varying:
+        parts.append("loss-term weights")
+    if causal_varies:
+        parts.append("the smallest causal time weight")
+    if ntk:
+        parts.append("per loss term, the trace of its empirical NTK block divided by the number "
+                     "of points (mean squared norm of the parameter gradient of the term's "
+                     "residual on a fixed subsample of points; computed every `train.ntk_every` "
+                     "steps)")
+    caption = "Left to right: " + "; ".join(parts) + ". Level boundaries dotted."
+    if notes:
+        caption += " " + notes[0][0].upper() + notes[0][1:] + "."
+    return caption
 
 
 def _fig_sample_density(samples: dict[str, dict], path: Path, dpi: int, title: str) -> str:
     fig, axes = _figure(1, len(samples), (3.4, 3.0), f"{title}: last training batch")
+    two_d = False
     for ax, (level, s) in zip(axes[0], samples.items()):
         pts, w = s["points"], s["weights"]
+        two_d = two_d or pts.shape[1] > 2
         w = w if np.sum(w) > 0 else np.ones_like(w)
         bins = int(np.clip(np.sqrt(len(pts) / 4), 8, 50))  # ~4 points per bin on average
         h = ax.hist2d(pts[:, 0], pts[:, 1], bins=bins, weights=w, cmap="viridis")
-        fig.colorbar(h[3], ax=ax)
+        fig.colorbar(h[3], ax=ax, label="points per bin (weighted)")
         ax.set_title(f"{level} ({len(pts)} points)")
         ax.set_xlabel("t")
-    axes[0][0].set_ylabel("x")
+        ax.set_ylabel("x")
     _save(fig, path, dpi)
     return ("Density of the last training batch of each level over (t, x) (weighted by the "
-            "points' loss weights; 2D problems: marginal over y).")
+            "points' loss weights" + ("; marginal over y" if two_d else "") + ").")
 
 
 def sampler_stat_columns(histories: dict) -> list[str]:
-    """History columns that are sampler statistics (everything not a loss/weight/timing column)."""
+    """History columns that are sampler statistics (not loss/weight/NTK/timing columns)."""
     cols: list[str] = []
     for df in histories.values():
         for c in df.columns:
-            if c in _TRAIN_COLUMNS or c.startswith(("loss_", "weight_")) or c in cols:
+            if c in _TRAIN_COLUMNS or c.startswith(_TERM_PREFIXES) or c in cols:
                 continue
             if np.isfinite(_numeric(df, c)).any():
                 cols.append(c)
     return cols
 
 
-def _fig_sampler_stats(histories: dict, columns: list[str], path: Path, dpi: int,
+def _fig_sampler_stats(run: list[Phase], columns: list[str], path: Path, dpi: int,
                        title: str) -> str:
-    colours = _level_colours(list(histories))
+    adam = [p for p in run if p.kind == "adam"]
+    colours = _level_colours([p.name for p in adam])
     fig, axes = _figure(1, len(columns), (3.4, 2.8), f"{title}: sampler statistics")
     for ax, col in zip(axes[0], columns):
-        for level, df in histories.items():
-            if col in df:
-                ax.plot(_numeric(df, "step"), _numeric(df, col), color=colours[level], lw=1.3,
-                        label=level)
+        for p in adam:
+            if col in p.df:
+                ax.plot(p.x, p.column(col), lw=1.3, **_style(p, colours))
         ax.set_title(col)
-        ax.set_xlabel("step")
+        ax.set_xlabel("Adam step (all levels)")
+        ax.set_ylabel(col)
+        ax.grid(True, which="major", alpha=0.3)
     axes[0][0].legend(loc="best", fontsize="small")
     _save(fig, path, dpi)
-    return "Sampler statistics vs global step: " + ", ".join(f"`{c}`" for c in columns) + "."
-
-
-def _fig_comparison(rows: list[dict], path: Path, dpi: int, title: str) -> str:
-    best: dict[tuple[str, str], float] = {}
-    for r in rows:  # later files win for a repeated (variant, budget)
-        v = _float(r.get("rel_l2"))
-        if v is not None and v > 0:
-            best[(str(r["variant"]), str(r["budget"]))] = v
-    if not best:
-        raise _Skip("no finite positive rel L2 values to plot")
-    variants = list(dict.fromkeys(k[0] for k in best))
-    budgets = sorted({k[1] for k in best})
-    fig, axes = _figure(1, 1, (max(5.0, 1.1 * len(variants) + 2), 3.8),
-                        f"{title}: compute-normalised comparison")
-    ax = axes[0][0]
-    width = 0.8 / len(budgets)
-    x = np.arange(len(variants))
-    for j, b in enumerate(budgets):
-        vals = [best.get((v, b), np.nan) for v in variants]
-        ax.bar(x + (j - (len(budgets) - 1) / 2) * width, vals, width, label=b.replace("_", " "))
-    ax.set_xticks(x, variants, rotation=30, ha="right")
-    ax.set_yscale("log")
-    ax.set_ylabel("relative L2 error")
-    ax.legend(title="budget", fontsize="small")
-    ax.grid(True, axis="y", which="major", alpha=0.3)
-    _save(fig, path, dpi)
-    return "Relative L2 error per variant (log scale), grouped by compute budget."
+    return "Sampler statistics vs Adam step: " + ", ".join(f"`{c}`" for c in columns) + "."
 
 
 def _fmt_int(v: float | None) -> str:
     return "n/a" if v is None else str(int(v))
-
-
-def _float(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -480,11 +705,11 @@ class _Report:
     figures: list[str] = field(default_factory=list)
 
     def figure(self, name: str, alt: str, draw: Callable[[Path], str]) -> None:
-        """Draw `name` with `draw(path) -> caption` and link it, or write the skip note."""
+        """Draw `name` with `draw(path) -> caption` and link it, or write the sentence instead."""
         try:
             caption = draw(self.out / name)
         except _Skip as e:
-            self.lines += [f"*Not available: {e}.*", ""]
+            self.lines += [f"*{e}*", ""]
             return
         self.figures.append(name)
         self.lines += [f"![{alt}]({name})", "", caption, ""]
@@ -497,8 +722,7 @@ def _load_grid(inputs: ReportInputs, notes: list[str]) -> _Grid | None:
     if ref is None:
         notes.append(_not_found(inputs, inputs.reference, "no reference solution is shown"))
     if err is None:
-        notes.append(_not_found(inputs, inputs.errors,
-                                "no prediction or error map"))
+        notes.append(_not_found(inputs, inputs.errors, "no prediction or error map"))
         return None
     if err["prediction"].shape != err["error"].shape:
         raise UserError(f"{inputs.errors}: prediction {err['prediction'].shape} and error "
@@ -518,26 +742,6 @@ def _load_grid(inputs: ReportInputs, notes: list[str]) -> _Grid | None:
                  prediction=err["prediction"], error=err["error"])
 
 
-def _comparison_rows(inputs: ReportInputs, problem: str, notes: list[str]) -> list[dict]:
-    rows: list[dict] = []
-    directory = inputs.benchmark_results
-    files = sorted(directory.glob("*.json")) if directory.is_dir() else []
-    for f in files:
-        try:
-            data = _load_json(f)
-        except UserError as e:
-            notes.append(f"*Skipped {inputs.rel(f)}: {e}.*")
-            continue
-        table = data.get("comparison") if isinstance(data, dict) else None
-        if not isinstance(table, list):
-            continue
-        for r in table:
-            if (isinstance(r, dict) and r.get("problem") == problem
-                    and {"variant", "budget"} <= r.keys()):
-                rows.append({**r, "source": f.name})
-    return rows
-
-
 def write_report(
     inputs: ReportInputs,
     out: Path,
@@ -547,19 +751,24 @@ def write_report(
     snapshot_times: Sequence[float],
     problem: str,
     refine_method: str,
+    refine_precision: str = "float64",
+    sampling_method: str | None = None,
 ) -> Path:
     """Build report.md and its PNGs atomically into the directory `out`; return report.md's path.
 
-    Everything is written into a temporary sibling directory which then replaces `out`.
+    Everything is written into a temporary sibling directory (created like `mkdir`, so with the
+    usual permissions) which then replaces `out`.
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left behind by a killed report stage
         shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:12]}"
+    os.mkdir(tmp)  # mode 0o777 & ~umask, like the report directory a user would make
     try:
         _build(inputs, tmp, title=title, dpi=dpi, snapshot_times=snapshot_times,
-               problem=problem, refine_method=refine_method)
+               problem=problem, refine_method=refine_method, refine_precision=refine_precision,
+               sampling_method=sampling_method)
         _swap_in(tmp, out)
     finally:
         if tmp.exists():
@@ -581,7 +790,8 @@ def _swap_in(new: Path, dest: Path) -> None:
 
 
 def _build(inputs: ReportInputs, out: Path, *, title: str, dpi: int,
-           snapshot_times: Sequence[float], problem: str, refine_method: str) -> None:
+           snapshot_times: Sequence[float], problem: str, refine_method: str,
+           refine_precision: str, sampling_method: str | None) -> None:
     rep = _Report(out=out)
     md = rep.lines
 
@@ -593,26 +803,27 @@ def _build(inputs: ReportInputs, out: Path, *, title: str, dpi: int,
     grid = _load_grid(inputs, grid_notes)
     histories = {lv: _load_csv(p) for lv, p in inputs.histories.items() if p.exists()}
     for lv, df in histories.items():
-        if "step" not in df:
+        if len(df.columns) and "step" not in df:
             raise UserError(f"{inputs.histories[lv]}: no `step` column")
     refine = _load_csv(inputs.refine_history) if inputs.refine_history.exists() else None
-    if refine is not None and "iteration" not in refine:
+    if refine is not None and len(refine.columns) and "iteration" not in refine:
         raise UserError(f"{inputs.refine_history}: no `iteration` column")
     samples = {lv: _load_npz(p, ("points", "weights"))
                for lv, p in inputs.samples.items() if p.exists()}
+    run = phases(histories, refine)
 
     problem = str(metrics.get("problem", problem))
     est = _float(metrics.get("reference_est_rel_error"))
     if est is None and inputs.reference.exists():
         est = _float(_load_npz(inputs.reference, ("est_rel_error",))["est_rel_error"])
-    total_steps = max((int(np.nanmax(_numeric(df, "step"))) for df in histories.values()
-                       if len(df) and np.isfinite(_numeric(df, "step")).any()), default=None)
-    walls = [float(np.nanmax(_numeric(df, "wall_s"))) for df in histories.values()
-             if "wall_s" in df and np.isfinite(_numeric(df, "wall_s")).any()]
-    if refine is not None and "wall_s" in refine and np.isfinite(_numeric(refine, "wall_s")).any():
-        walls.append(float(np.nanmax(_numeric(refine, "wall_s"))))
     if refine is not None and "method" in refine and len(refine):
         refine_method = str(refine["method"].iloc[0])
+    refine_phase = next((p for p in run if p.kind == "refine"), None)
+    walls = [float(np.nanmax(p.column("wall_s"))) for p in run
+             if np.isfinite(p.column("wall_s")).any()]
+    steps = adam_steps(run) if histories else None
+    iterations = refine_phase.steps if refine_phase is not None else (
+        0 if refine is not None else None)
 
     # -- summary
     md += [f"# {title}", "", "## Summary", ""]
@@ -621,7 +832,10 @@ def _build(inputs: ReportInputs, out: Path, *, title: str, dpi: int,
         ["rel L2 error", fmt(_float(metrics.get("rel_l2")))],
         ["max abs error", fmt(_float(metrics.get("max_abs")))],
         ["reference est. rel. error", fmt(est)],
-        ["total steps", fmt(total_steps)],
+        ["Adam steps", fmt(steps)],
+        ["refinement iterations", fmt(iterations)],
+        ["total steps + iterations",
+         fmt(None if steps is None and iterations is None else (steps or 0) + (iterations or 0))],
         ["total wall time", fmt_seconds(sum(walls)) if walls else "n/a"],
         ["refine method", refine_method],
     ])
@@ -634,29 +848,38 @@ def _build(inputs: ReportInputs, out: Path, *, title: str, dpi: int,
     if extra:
         md += ["Other metrics:", ""] + _table(["metric", "value"], extra) + [""]
 
-    md += ["### Levels", ""]
-    missing_levels = [lv for lv in inputs.histories if lv not in histories]
-    if histories:
+    md += ["### Phases", ""]
+    if run:
         rows = []
-        for lv, df in histories.items():
-            last = df.iloc[-1] if len(df) else {}
-            sps = _numeric(df, "steps_per_s") if "steps_per_s" in df else np.array([np.nan])
+        for p in run:
+            df = p.df
+            last = df.iloc[-1]
+            if p.kind == "adam":
+                rate = p.column("steps_per_s")
+            else:
+                wall = _float(last.get("wall_s"))
+                rate = np.array([p.steps / wall if wall else np.nan])
             rows.append([
-                lv,
-                _fmt_int(_float(last.get("level_step"))) if len(df) else "n/a",
-                fmt(_float(last.get("loss"))) if len(df) else "n/a",
-                fmt(_float(last.get("rel_l2"))) if len(df) else "n/a",
-                fmt_seconds(_float(last.get("wall_s"))) if len(df) else "n/a",
-                f"{np.nanmean(sps):.1f}" if np.isfinite(sps).any() else "n/a",
+                p.name if p.kind == "adam" else f"refinement ({refine_method})",
+                str(p.steps),
+                fmt(_float(last.get("loss"))),
+                fmt(_float(last.get("rel_l2"))),
+                fmt_seconds(_float(last.get("wall_s"))),
+                f"{np.nanmean(rate):.1f}" if np.isfinite(rate).any() else "n/a",
             ])
-        md += _table(["level", "steps", "final loss", "final rel L2", "wall time",
-                      "mean steps/s"], rows) + [""]
-    for lv in missing_levels:
-        md += [_not_found(inputs, inputs.histories[lv], f"level `{lv}` is not shown"), ""]
+        md += _table(["phase", "steps / iterations", "final loss", "final rel L2", "wall time",
+                      "steps (iterations) / s"], rows) + [""]
+        md += ["The final loss of a level is Adam's weighted minibatch loss; the refinement's is "
+               f"the loss on the full collocation set ({refine_precision}).", ""]
+    for lv in inputs.histories:
+        if lv not in histories:
+            md += [_not_found(inputs, inputs.histories[lv], f"level `{lv}` is not shown"), ""]
     if refine is None:
-        md += [_not_found(inputs, inputs.refine_history, "the refine phase is not shown"), ""]
+        md += [_not_found(inputs, inputs.refine_history, "the refinement is not shown"), ""]
+    elif refine_phase is None:
+        md += [f"*No refinement iterations (refine method `{refine_method}`).*", ""]
 
-    # -- 1, 2: solution and error
+    # -- solution and error
     md += ["## Solution snapshots", ""]
     md += [n + "\n" for n in grid_notes]
     if grid is not None and grid.reference is not None:
@@ -671,70 +894,79 @@ def _build(inputs: ReportInputs, out: Path, *, title: str, dpi: int,
     else:
         md += [_not_found(inputs, inputs.errors, "no error map"), ""]
 
-    # -- 3, 4: training dynamics
+    # -- training dynamics
     md += ["## Convergence", ""]
-    if histories:
+    if run:
+        refine_label = (f"{refine_method}, {refine_precision}" if refine_phase is not None
+                        else refine_method)
         rep.figure("convergence.png", "convergence",
-                   lambda p: _fig_convergence(histories, refine, p, dpi, title))
+                   lambda p: _fig_convergence(run, refine_label, p, dpi, title))
+        md += ["### Error vs wall-clock time", ""]
+        rep.figure("error_vs_time.png", "error vs wall-clock time",
+                   lambda p: _fig_error_vs_time(run, p, dpi, title))
     else:
         md += ["*Not available: no training history found.*", ""]
-    md += ["## Loss weights", ""]
+    md += ["## Loss weights and NTK", ""]
     if histories:
-        rep.figure("loss_weights.png", "loss weights",
-                   lambda p: _fig_weights(histories, p, dpi, title))
+        rep.figure("loss_weights.png", "loss weights and NTK",
+                   lambda p: _fig_weights(run, p, dpi, title))
     else:
         md += ["*Not available: no training history found.*", ""]
 
-    # -- 5: sampling
+    # -- sampling
     md += ["## Sampling", ""]
-    if samples:
-        rep.figure("sampling_density.png", "sampling density",
-                   lambda p: _fig_sample_density(samples, p, dpi, title))
-    for lv, p in inputs.samples.items():
-        if lv not in samples:
-            md += [_not_found(inputs, p, f"no sampling density for `{lv}`"), ""]
+    if sampling_method == "uniform":
+        md += ["*Uniform sampling: the batch density is flat by construction; not drawn.*", ""]
+    else:
+        if samples:
+            rep.figure("sampling_density.png", "sampling density",
+                       lambda p: _fig_sample_density(samples, p, dpi, title))
+        for lv, p in inputs.samples.items():
+            if lv not in samples:
+                md += [_not_found(inputs, p, f"no sampling density for `{lv}`"), ""]
     stats = sampler_stat_columns(histories)
-    if stats:
+    adam = [p for p in run if p.kind == "adam"]
+    varying = [c for c in stats
+               if not is_constant(np.concatenate([p.column(c) for p in adam]))]
+    constant = [c for c in stats if c not in varying]
+    if varying:
         rep.figure("sampler_stats.png", "sampler statistics",
-                   lambda p: _fig_sampler_stats(histories, stats, p, dpi, title))
-    else:
-        md += ["*Not available: the training histories hold no sampler statistics.*", ""]
-
-    # -- benchmarks
-    md += ["## Compute-normalised comparison of variants", ""]
-    notes: list[str] = []
-    rows = _comparison_rows(inputs, problem, notes)
-    md += [n + "\n" for n in notes]
-    if rows:
-        order = sorted(rows, key=lambda r: (str(r["budget"]),
-                                            _float(r.get("rel_l2")) or math.inf))
-        md += _table(["budget", "variant", "rel L2", "steps", "wall time", "source"], [
-            [str(r["budget"]).replace("_", " "), r["variant"], fmt(_float(r.get("rel_l2"))),
-             _fmt_int(_float(r.get("steps"))),
-             fmt_seconds(_float(r.get("wall_s"))), r["source"]]
-            for r in order
-        ]) + [""]
-        rep.figure("comparison.png", "comparison of variants",
-                   lambda p: _fig_comparison(rows, p, dpi, title))
-    else:
-        md += [f"*Not available: no `comparison` rows for `{problem}` in "
-               f"`{inputs.rel(inputs.benchmark_results)}/*.json`.*", ""]
+                   lambda p: _fig_sampler_stats(run, varying, p, dpi, title))
+    elif histories and not constant:
+        md += ["*The sampler logs no statistics"
+               + (f" (`sampling.method: {sampling_method}`)" if sampling_method else "") + ".*", ""]
+    if constant:
+        md += ["Constant throughout: " + ", ".join(
+            f"`{c}` = {_fmt_const(_last_finite(np.concatenate([p.column(c) for p in adam])))}"
+            for c in constant) + ".", ""]
 
     text = "\n".join(md).rstrip() + "\n"
     (out / REPORT_MD).write_text(text)
 
 
+def _options(cfg: Params) -> dict[str, Any]:
+    return dict(title=cfg.report.title, dpi=cfg.report.dpi,
+                snapshot_times=cfg.report.snapshot_times, problem=cfg.problem.name,
+                refine_method=cfg.refine.method, refine_precision=cfg.refine.precision,
+                sampling_method=cfg.sampling.method)
+
+
+def build_report(cfg: Params, *, reference: Path, errors: Path, metrics: Path, train_dir: Path,
+                 refine_history: Path, out: Path) -> Path:
+    """The report of this run: `out/report.md` + PNGs (the directory `out` is replaced whole).
+
+    `train_dir/<level>/history.csv` and `train_dir/<level>/samples.npz` are read for each level of
+    `cfg.multilevel.levels`; any missing input is noted in the report instead of drawn. Paths in
+    the report are shown relative to the working directory. Returns the path of report.md.
+    """
+    inputs = ReportInputs.of(reference=reference, errors=errors, metrics=metrics,
+                             train_dir=train_dir, refine_history=refine_history,
+                             levels=list(cfg.multilevel.levels), root=Path.cwd())
+    return write_report(inputs, Path(out), **_options(cfg))
+
+
 def stage_report(cfg: Params, root: Path = Path(".")) -> Path:
-    """The report stage: `report/report.md` + PNGs under `root` from the pipeline's outputs."""
+    """`build_report` on the pipeline's default layout under `root` (report/ under `root`)."""
     root = Path(root)
     inputs = ReportInputs.at(root, list(cfg.multilevel.levels))
-    path = write_report(
-        inputs,
-        root / REPORT_DIR,
-        title=cfg.report.title,
-        dpi=cfg.report.dpi,
-        snapshot_times=cfg.report.snapshot_times,
-        problem=cfg.problem.name,
-        refine_method=cfg.refine.method,
-    )
-    return path
+    return write_report(inputs, root / REPORT_DIR, **_options(cfg))

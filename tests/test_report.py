@@ -1,10 +1,14 @@
 """Tests for `pinn.report`: report.md + figures from synthetic pipeline outputs, missing inputs,
-2D problems, and the atomic swap of the report directory."""
+2D problems, the atomic swap of the report directory, and what the report must not do (mix the
+Adam and refinement losses, draw the refinement at a guessed step, draw constant panels, read
+anything but this run's outputs, be private to its owner)."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -22,9 +26,10 @@ LEVELS = {"level0": {"steps": 1000, "init_from": "init"},
           "level1": {"steps": 2000, "init_from": "level0"}}
 
 
-def params(problem: str = "allen_cahn_1d", **report_cfg):
+def params(problem: str = "allen_cahn_1d", sampling: str = "hard_bank", **report_cfg):
     return validate_params({
         "problem": {"name": problem},
+        "sampling": {"method": sampling},
         "multilevel": {"num_levels": 2, "levels": LEVELS},
         "report": {"title": "Synthetic run", "dpi": DPI, **report_cfg},
     })
@@ -35,7 +40,9 @@ def write_npz(path: Path, **arrays) -> None:
     np.savez(path, **arrays)
 
 
-def history(level: str, first_step: int, steps: int, wall: float, sampler: bool) -> pd.DataFrame:
+def history(level: str, first_step: int, steps: int, wall: float, sampler: bool,
+            balancer: bool = True, lr_scale: float | np.ndarray = 1.0, ntk: bool = False
+            ) -> pd.DataFrame:
     level_step = np.arange(100, steps + 1, 100)
     n = len(level_step)
     df = pd.DataFrame({
@@ -47,21 +54,35 @@ def history(level: str, first_step: int, steps: int, wall: float, sampler: bool)
         "loss_pde": np.geomspace(0.5, 1e-4, n),
         "loss_ic": np.geomspace(0.5, 1e-4, n),
         "weight_pde": np.ones(n),
-        "weight_ic": np.linspace(10, 3, n),
+        "weight_ic": np.linspace(10, 3, n) if balancer else np.full(n, 10.0),
         "steps_per_s": np.full(n, 50.0),
         "wall_s": np.linspace(wall / n, wall, n),
+        "lr_scale": lr_scale,
         "rel_l2": np.geomspace(0.5, 1e-2, n),
     })
     if sampler:
         df["p"] = np.linspace(0, 0.2, n)
         df["bank_share"] = np.linspace(0, 0.15, n)
         df["bank_size"] = np.full(n, 1024)
+    if ntk:
+        every = np.where(level_step % 500 == 0, 1.0, np.nan)  # computed every 500 steps
+        df["ntk_pde"] = every * np.geomspace(1e3, 1e5, n)
+        df["ntk_ic"] = every * np.geomspace(1e1, 1e2, n)
     return df
 
 
+def refine_history(iterations: int = 500, block: int = 100) -> pd.DataFrame:
+    """Like the refine stage's: one row per block, the first at the end of the first block."""
+    it = np.arange(block, iterations + 1, block)
+    return pd.DataFrame({"iteration": it, "loss": np.geomspace(1e-5, 1e-9, len(it)),
+                         "rel_l2": np.geomspace(1e-2, 1e-4, len(it)),
+                         "wall_s": np.linspace(1.0, 5.0, len(it)), "method": "lbfgs"})
+
+
 def make_run(root: Path, *, two_d: bool = False, refine: bool = True, samples: bool = True,
-             comparison: bool = True, errors: bool = True) -> dict:
-    """Synthetic pipeline outputs under `root`; returns the known numbers."""
+             errors: bool = True, sampler: bool = True, balancer: bool = True,
+             ntk: bool = False) -> dict:
+    """Synthetic pipeline outputs under `root` (the default layout); returns the known numbers."""
     t = np.linspace(0.0, 1.0, 5 if two_d else 11)
     x = np.linspace(-1.0, 1.0, 17 if two_d else 33)
     y = np.linspace(0.0, 1.0, 9) if two_d else None
@@ -86,7 +107,8 @@ def make_run(root: Path, *, two_d: bool = False, refine: bool = True, samples: b
     for level, first, steps, wall in (("level0", 0, 1000, 10.0), ("level1", 1000, 2000, 20.0)):
         path = root / "data/train" / level / "history.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
-        history(level, first, steps, wall, sampler=True).to_csv(path, index=False)
+        history(level, first, steps, wall, sampler=sampler, balancer=balancer,
+                ntk=ntk).to_csv(path, index=False)
         if samples:
             rng = np.random.default_rng(0)
             pts = rng.uniform([0, -1] + ([0] if two_d else []), 1.0, (256, 3 if two_d else 2))
@@ -95,24 +117,7 @@ def make_run(root: Path, *, two_d: bool = False, refine: bool = True, samples: b
     if refine:
         path = root / "data/refine/history.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
-        it = np.arange(0, 501, 100)
-        pd.DataFrame({"iteration": it, "loss": np.geomspace(1e-3, 1e-6, len(it)),
-                      "rel_l2": np.geomspace(1e-2, 1e-3, len(it)),
-                      "wall_s": np.linspace(0, 5.0, len(it)), "method": "lbfgs"}
-                     ).to_csv(path, index=False)
-    if comparison:
-        rows = [
-            {"problem": metrics["problem"], "variant": "hard_bank", "rel_l2": 2e-3, "steps": 3000,
-             "wall_s": 30.0, "budget": "equal_steps"},
-            {"problem": metrics["problem"], "variant": "baseline", "rel_l2": 8e-3, "steps": 3000,
-             "wall_s": 25.0, "budget": "equal_steps"},
-            {"problem": metrics["problem"], "variant": "baseline", "rel_l2": 7e-3, "steps": 3600,
-             "wall_s": 30.0, "budget": "equal_wall"},
-            {"problem": "burgers_1d", "variant": "other_problem_variant", "rel_l2": 1e-1,
-             "steps": 10, "wall_s": 1.0, "budget": "equal_steps"},
-        ]
-        (root / "benchmarks/results").mkdir(parents=True, exist_ok=True)
-        (root / "benchmarks/results/run.json").write_text(json.dumps({"comparison": rows}))
+        refine_history().to_csv(path, index=False)
     return {"rel_l2": rel, "max_abs": metrics["max_abs"]}
 
 
@@ -135,6 +140,28 @@ def summary_value(md: str, quantity: str) -> str:
     return m.group(1)
 
 
+@pytest.fixture
+def figures(monkeypatch) -> dict:
+    """{png name: matplotlib Figure} of every figure saved while the test runs."""
+    saved = {}
+    real = report._save
+
+    def capture(fig, path, dpi):
+        saved[Path(path).name] = fig
+        real(fig, path, dpi)
+
+    monkeypatch.setattr(report, "_save", capture)
+    return saved
+
+
+def plot_axes(fig) -> list:
+    return [ax for ax in fig.axes if not hasattr(ax, "_colorbar")]
+
+
+def colorbar_axes(fig) -> list:
+    return [ax for ax in fig.axes if hasattr(ax, "_colorbar")]
+
+
 # ----------------------------------------------------------------------------------------------
 
 
@@ -154,51 +181,83 @@ def test_full_report_1d(full_1d):
     assert summary_value(md, "rel L2 error") == f"{known['rel_l2']:.3e}"
     assert summary_value(md, "max abs error") == f"{known['max_abs']:.3e}"
     assert summary_value(md, "reference est. rel. error") == "3.000e-09"
-    assert summary_value(md, "total steps") == "3000"
+    assert summary_value(md, "Adam steps") == "3000"
+    assert summary_value(md, "refinement iterations") == "500"
+    assert summary_value(md, "total steps + iterations") == "3500"
     assert summary_value(md, "total wall time") == "35.0 s"  # 10 + 20 (levels) + 5 (refine)
     assert summary_value(md, "refine method") == "lbfgs"
     assert summary_value(md, "problem") == "allen_cahn_1d"
     assert "| final_loss | 1.500e-05 |" in md
+    assert "| refinement (lbfgs) | 500 | 1.000e-09 | 1.000e-04 | 5.0 s | 100.0 |" in md
 
     pngs = referenced_pngs(path)
     assert {p.name for p in pngs} == {
-        "snapshots.png", "error_map.png", "convergence.png", "loss_weights.png",
-        "sampling_density.png", "sampler_stats.png", "comparison.png"}
+        "snapshots.png", "error_map.png", "convergence.png", "error_vs_time.png",
+        "loss_weights.png", "sampling_density.png", "sampler_stats.png"}
     for p in pngs:
         assert_valid_png(p)
     # nothing else is left in the report directory
     assert {p.name for p in path.parent.iterdir()} == {p.name for p in pngs} | {"report.md"}
-    # dpi is honoured: the convergence figure is 2 panels of 5.0 x 3.6 inches
+    # dpi is honoured: the convergence figure has 3 panels (Adam loss, refinement loss, rel L2)
     img = assert_valid_png(path.parent / "convergence.png")
-    assert img.shape[:2] == (round(3.6 * DPI), round(10.0 * DPI))
-    assert "Not available" not in md.split("## Sampling")[0]
+    assert img.shape[:2] == (round(3.6 * DPI), round(3 * 4.6 * DPI))
+    assert "Not available" not in md
+    # the constant sampler statistic is stated, not drawn
+    assert "Constant throughout: `bank_size` = 1024." in md
 
 
-def test_comparison_table_only_current_problem(full_1d):
-    md = full_1d[2].read_text()
-    section = md.split("## Compute-normalised comparison of variants")[1]
-    rows = [line for line in section.splitlines() if line.startswith("| equal")]
-    assert [r.split(" | ")[1] for r in rows] == ["hard_bank", "baseline", "baseline"]
-    assert rows[0].split(" | ")[0] == "| equal steps"  # sorted by budget, then by rel L2
-    assert "2.000e-03" in rows[0] and "8.000e-03" in rows[1] and "7.000e-03" in rows[2]
-    assert "other_problem_variant" not in md
+def test_no_comparison_and_only_this_runs_inputs(tmp_path):
+    """The report shows this run only: benchmark results next to it are not read or mentioned."""
+    make_run(tmp_path)
+    (tmp_path / "benchmarks/results").mkdir(parents=True)
+    (tmp_path / "benchmarks/results/run.json").write_text(json.dumps({"comparison": [
+        {"problem": "allen_cahn_1d", "variant": "hard_bank", "rel_l2": 2e-3, "steps": 3000,
+         "wall_s": 30.0, "budget": "equal_steps"}]}))
+    md = report.stage_report(params(), tmp_path).read_text()
+    assert "comparison" not in md.lower() and "variant" not in md and "hard_bank |" not in md
+    assert "benchmarks" not in md
+    assert not hasattr(report.ReportInputs, "benchmark_results")
+    assert "benchmark_results" not in report.ReportInputs.__dataclass_fields__
+
+
+def test_build_report_takes_explicit_paths(tmp_path, monkeypatch):
+    """The stage entry: every input path given explicitly, nothing read from fixed locations."""
+    src = tmp_path / "elsewhere"
+    make_run(src)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out" / "rep"
+    path = report.build_report(
+        params(), reference=src / "data/reference.npz", errors=src / "data/evaluate/errors.npz",
+        metrics=src / "metrics.json", train_dir=src / "data/train",
+        refine_history=src / "data/refine/history.csv", out=out)
+    assert path == out / "report.md"
+    md = path.read_text()
+    assert summary_value(md, "Adam steps") == "3000"
+    assert "Not available" not in md
+    # a missing input is named by the path given, relative to the working directory
+    path = report.build_report(
+        params(), reference=src / "data/reference.npz", errors=src / "nope.npz",
+        metrics=src / "metrics.json", train_dir=src / "data/train",
+        refine_history=src / "data/refine/history.csv", out=out)
+    assert "`elsewhere/nope.npz` not found" in path.read_text()
 
 
 def test_missing_inputs_are_noted(tmp_path):
-    make_run(tmp_path, refine=False, samples=False, comparison=False, errors=False)
+    make_run(tmp_path, refine=False, samples=False, errors=False)
     path = report.stage_report(params(), tmp_path)
     md = path.read_text()
     assert "`data/refine/history.csv` not found" in md
     assert "`data/train/level0/samples.npz` not found" in md
     assert "`data/train/level1/samples.npz` not found" in md
     assert "`data/evaluate/errors.npz` not found" in md
-    assert "no `comparison` rows for `allen_cahn_1d`" in md
     names = {p.name for p in referenced_pngs(path)}
-    assert names == {"convergence.png", "loss_weights.png", "sampler_stats.png"}
+    assert names == {"convergence.png", "error_vs_time.png", "loss_weights.png",
+                     "sampler_stats.png"}
     for p in referenced_pngs(path):
         assert_valid_png(p)
     # no refine history: the refine method comes from params, the wall time from the levels only
     assert summary_value(md, "refine method") == "lbfgs"
+    assert summary_value(md, "refinement iterations") == "n/a"
     assert summary_value(md, "total wall time") == "30.0 s"
 
 
@@ -206,21 +265,168 @@ def test_missing_everything_still_reports(tmp_path):
     path = report.stage_report(params(), tmp_path)
     md = path.read_text()
     assert summary_value(md, "rel L2 error") == "n/a"
+    assert summary_value(md, "Adam steps") == "n/a"
     assert "`metrics.json` not found" in md
     assert "`data/train/level0/history.csv` not found" in md
     assert referenced_pngs(path) == []
 
 
-def test_convergence_series_offsets_refine_after_last_adam_step():
-    h0 = history("level0", 0, 1000, 1.0, sampler=False)
-    h1 = history("level1", 1000, 2000, 1.0, sampler=False)
-    refine = pd.DataFrame({"iteration": [0, 50, 100], "loss": [1e-3, 1e-4, 1e-5],
-                           "rel_l2": [1e-2, 5e-3, 1e-3], "wall_s": [0, 1, 2], "method": "bfgs"})
-    s = report.convergence_series({"level0": h0, "level1": h1}, refine)
-    assert list(s) == ["level0", "level1", "refine"]
-    np.testing.assert_array_equal(s["refine"]["x"], [3000, 3050, 3100])
-    np.testing.assert_array_equal(s["level1"]["x"], h1["step"].to_numpy())
-    np.testing.assert_allclose(s["refine"]["loss"], [1e-3, 1e-4, 1e-5])
+def test_refinement_starts_at_the_adam_steps_actually_taken(figures, tmp_path):
+    """Level 0 left early (hybrid switch) after 600 of its 1000 steps: the refinement starts at
+    600 + 2000, not at the configured 3000 and not at its first logged row."""
+    h0 = history("level0", 0, 600, 6.0, sampler=False)
+    h1 = history("level1", 1000, 2000, 20.0, sampler=False)  # global steps offset by the config
+    run = report.phases({"level0": h0, "level1": h1}, refine_history(500, 250))
+    assert [p.name for p in run] == ["level0", "level1", "refine"]
+    assert report.adam_steps(run) == 2600
+    np.testing.assert_array_equal(run[1].x, 600 + h1["level_step"].to_numpy())
+    np.testing.assert_array_equal(run[2].x, [2850, 3100])
+    assert (run[1].start_x, run[2].start_x) == (600, 2600)
+    # wall clock: each phase offset by the previous phases' last wall_s
+    np.testing.assert_allclose(run[1].wall, 6.0 + h1["wall_s"].to_numpy())
+    np.testing.assert_allclose(run[2].wall, 26.0 + np.array([1.0, 5.0]))
+
+    for level, df in (("level0", h0), ("level1", h1)):
+        (tmp_path / "data/train" / level).mkdir(parents=True)
+        df.to_csv(tmp_path / "data/train" / level / "history.csv", index=False)
+    (tmp_path / "data/refine").mkdir(parents=True)
+    refine_history(500, 250).to_csv(tmp_path / "data/refine/history.csv", index=False)
+    md = report.stage_report(params(), tmp_path).read_text()
+    assert summary_value(md, "Adam steps") == "2600"
+    assert summary_value(md, "refinement iterations") == "500"
+    fig = figures["convergence.png"]
+    error_ax = next(ax for ax in fig.axes if ax.get_ylabel() == "relative L2 error")
+    dashed = [line.get_xdata()[0] for line in error_ax.get_lines() if line.get_linestyle() == "--"]
+    assert dashed == [2600]
+
+
+def test_adam_and_refinement_losses_are_on_separate_axes(figures, full_1d, tmp_path):
+    make_run(tmp_path)
+    report.stage_report(params(), tmp_path)
+    fig = figures["convergence.png"]
+    by_label = {ax.get_ylabel(): ax for ax in plot_axes(fig)}
+    adam = by_label["Adam loss (weighted, minibatch)"]
+    refine = by_label["refinement loss (full set)"]
+    assert adam is not refine
+    adam_values = np.concatenate([line.get_ydata() for line in adam.get_lines()
+                                  if len(line.get_ydata()) > 2])
+    refine_values = np.concatenate([line.get_ydata() for line in refine.get_lines()])
+    assert np.nanmin(adam_values) == pytest.approx(1e-3)  # the Adam histories' losses only
+    np.testing.assert_allclose(refine_values, refine_history()["loss"])
+    assert refine.get_xlabel() == "refinement iteration"
+
+
+def test_error_vs_wall_clock(figures, tmp_path):
+    make_run(tmp_path)
+    report.stage_report(params(), tmp_path)
+    ax = plot_axes(figures["error_vs_time.png"])[0]
+    lines = {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
+    assert set(lines) == {"level0", "level1", "refinement"}
+    np.testing.assert_allclose(lines["level1"].get_xdata()[[0, -1]], [10 + 20 / 20, 30.0])
+    np.testing.assert_allclose(lines["refinement"].get_xdata(), 30.0 + np.linspace(1, 5, 5))
+    np.testing.assert_allclose(lines["refinement"].get_ydata(), refine_history()["rel_l2"])
+    assert "wall-clock" in ax.get_xlabel() and ax.get_ylabel() == "relative L2 error"
+
+
+def test_every_axis_and_colour_bar_is_labelled(figures, tmp_path):
+    make_run(tmp_path, ntk=True)
+    report.stage_report(params(), tmp_path)
+    make_run(tmp_path / "2d", two_d=True)
+    report.stage_report(params("allen_cahn_2d", snapshot_times=[0.0, 1.0]), tmp_path / "2d")
+    assert {"snapshots.png", "error_map.png", "convergence.png", "error_vs_time.png",
+            "loss_weights.png", "sampling_density.png", "sampler_stats.png"} <= set(figures)
+    for name, fig in figures.items():
+        for ax in plot_axes(fig):
+            assert ax.get_xlabel() and ax.get_ylabel(), (name, ax.get_title())
+        for ax in colorbar_axes(fig):
+            assert ax.get_ylabel() or ax.get_xlabel(), f"{name}: unlabelled colour bar"
+    assert len(colorbar_axes(figures["error_map.png"])) == 1
+
+
+def test_constant_panels_are_left_out(figures, tmp_path):
+    """Uniform sampler, fixed weights, lr_scale ≡ 1: no sampler-statistics, weights or density
+    figure and no lr_scale panel; the constants are stated instead."""
+    make_run(tmp_path, sampler=False, balancer=False)
+    path = report.stage_report(params(sampling="uniform"), tmp_path)
+    md = path.read_text()
+    names = {p.name for p in referenced_pngs(path)}
+    assert names == {"snapshots.png", "error_map.png", "convergence.png", "error_vs_time.png"}
+    assert not {"sampler_stats.png", "loss_weights.png", "sampling_density.png"} & set(figures)
+    assert "*Constant loss weights: pde = 1, ic = 10 throughout; no figure.*" in md
+    assert "*Uniform sampling: the batch density is flat by construction; not drawn.*" in md
+    assert "lr_scale" not in md
+    assert len(plot_axes(figures["convergence.png"])) == 3
+
+    # a divergence retry lowered the learning rate: now the lr_scale panel carries information
+    h = history("level1", 1000, 2000, 20.0, sampler=False, balancer=False,
+                lr_scale=np.r_[np.ones(10), np.full(10, 0.5)])
+    h.to_csv(tmp_path / "data/train/level1/history.csv", index=False)
+    report.stage_report(params(sampling="uniform"), tmp_path)
+    labels = [ax.get_ylabel() for ax in plot_axes(figures["convergence.png"])]
+    assert labels[-1] == "learning-rate scale" and len(labels) == 4
+
+
+def test_ntk_traces_are_plotted_next_to_the_weights(figures, tmp_path):
+    make_run(tmp_path, balancer=False, ntk=True)
+    path = report.stage_report(params(), tmp_path)
+    md = path.read_text()
+    assert "loss_weights.png" in {p.name for p in referenced_pngs(path)}
+    axes = plot_axes(figures["loss_weights.png"])
+    assert [ax.get_title() for ax in axes] == ["empirical NTK per loss term"]  # weights constant
+    lines = {line.get_label(): line for line in axes[0].get_lines()
+             if not line.get_label().startswith("_")}
+    assert set(lines) == {"pde", "ic"}
+    np.testing.assert_array_equal(lines["pde"].get_xdata(), [500, 1000])  # finite rows only
+    assert "Constant loss weights: pde = 1, ic = 10." in md
+    # NTK columns are not sampler statistics
+    assert report.sampler_stat_columns({"l": history("l", 0, 300, 1.0, False, ntk=True)}) == []
+
+
+def test_report_directory_is_readable_by_others(tmp_path):
+    make_run(tmp_path)
+    old = os.umask(0o022)
+    try:
+        path = report.stage_report(params(), tmp_path)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o755
+    for f in path.parent.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o644, f
+
+
+def test_error_map_shows_the_error_where_it_is(figures, tmp_path):
+    """A fine grid (more points than pixels), a localised error and rounding-level noise: each value
+    fills its own cell, the log scale spans a bounded number of decades (noise does not stretch it
+    to 1e-16), and the brightest pixel of the PNG is where the error is."""
+    t = np.linspace(0.0, 1.0, 201)
+    x = np.linspace(-1.0, 1.0, 512, endpoint=False)
+    T, X = np.meshgrid(t, x, indexing="ij")
+    u = np.cos(np.pi * X) * np.exp(-T)
+    err = 1e-3 * np.exp(-((T - 0.75) ** 2 + (X + 0.5) ** 2) / 0.01) + 1e-16 * np.cos(40 * X)
+    err[0] = 0.0  # the initial condition is exact
+    write_npz(tmp_path / "data/reference.npz", u=u, t=t, x=x, est_rel_error=np.array(1e-9))
+    write_npz(tmp_path / "data/evaluate/errors.npz", prediction=u + err, error=err, t=t, x=x)
+    path = report.stage_report(params(dpi=60), tmp_path)
+    fig = figures["error_map.png"]
+    ax = plot_axes(fig)[0]
+    image = ax.get_images()[0]
+    dt, dx = t[1] - t[0], x[1] - x[0]
+    np.testing.assert_allclose(image.get_extent(), [-dt / 2, 1 + dt / 2, -1 - dx / 2, 1 - dx / 2])
+    norm = image.norm
+    assert norm.vmax == pytest.approx(np.abs(err).max())
+    assert norm.vmin == pytest.approx(norm.vmax * 10.0 ** -report.ERROR_DECADES)
+    assert "|prediction − reference|" in colorbar_axes(fig)[0].get_ylabel()
+
+    png = mpimg.imread(path.parent / "error_map.png")[..., :3]
+    brightness = png.sum(axis=2)
+    scale = 60 / fig.dpi  # saved at dpi 60
+    (x0, y0), (x1, y1) = ax.get_window_extent().get_points() * scale
+    h = png.shape[0]
+    inside = brightness[int(h - y1) + 2:int(h - y0) - 2, int(x0) + 2:int(x1) - 2]
+    row, col = np.unravel_index(np.argmax(inside), inside.shape)
+    t_at = -dt / 2 + (1 + dt) * (col + 0.5) / inside.shape[1]
+    x_at = (1 - dx / 2) - (2.0) * (row + 0.5) / inside.shape[0]
+    assert t_at == pytest.approx(0.75, abs=0.05) and x_at == pytest.approx(-0.5, abs=0.05)
 
 
 def test_sampler_stat_columns():
@@ -230,6 +436,12 @@ def test_sampler_stat_columns():
     h["weight_bc"] = 1.0
     assert report.sampler_stat_columns({"level0": h}) == ["p", "bank_share", "bank_size"]
     assert report.sampler_stat_columns({"level0": history("level0", 0, 300, 1.0, False)}) == []
+
+
+def test_is_constant():
+    assert report.is_constant(np.array([1.0, 1.0, np.nan]))
+    assert report.is_constant(np.array([np.nan]))
+    assert not report.is_constant(np.array([1.0, 0.5]))
 
 
 def test_snapshot_indices_nearest_and_deduplicated():
@@ -245,7 +457,7 @@ def test_fmt():
 
 
 def test_report_2d(tmp_path):
-    known = make_run(tmp_path, two_d=True, refine=False, comparison=False)
+    known = make_run(tmp_path, two_d=True, refine=False)
     cfg = params("allen_cahn_2d", snapshot_times=[0.0, 0.5, 1.0])
     path = report.stage_report(cfg, tmp_path)
     md = path.read_text()
@@ -281,7 +493,7 @@ def test_report_replaces_old_report_atomically(tmp_path):
 
 
 def test_mismatched_error_shape_is_a_user_error(tmp_path):
-    make_run(tmp_path, comparison=False)
+    make_run(tmp_path)
     write_npz(tmp_path / "data/evaluate/errors.npz", prediction=np.zeros((3, 4)),
               error=np.zeros((3, 4)), t=np.linspace(0, 1, 3), x=np.linspace(-1, 1, 4))
     with pytest.raises(UserError, match="does not match the reference"):
