@@ -1,9 +1,15 @@
 """Typed, validated configuration: `params.yaml` → `Params`.
 
-Every knob of the pipeline lives in `params.yaml`. It is parsed as data only (`yaml.safe_load`) and
-validated once into frozen pydantic models. A bad value raises `ConfigError` whose message names the
-key path and what is allowed, e.g. ``sampling.hard_bank.p_max = 1.5: must be in [0, 1]``; an unknown
-key is an error with a did-you-mean suggestion.
+Every knob of the pipeline lives in `params.yaml`. It is parsed as data only (a `yaml.SafeLoader`
+that also rejects duplicate keys) and validated once into frozen pydantic models. A bad value raises
+`ConfigError` whose message names the key path and what is allowed, e.g.
+``sampling.hard_bank.p_max = 1.5: must be in [0, 1]``; an unknown key is an error with a
+did-you-mean suggestion; booleans are strict (`1` or `"yes"` is not `true`).
+
+This is the gate: every constraint that a component, problem or solver enforces at run time is
+checked here first (tests/test_gate.py enumerates the run-time raise sites), so that no stage starts
+— and DVC removes no output — for params that a later stage would reject. Problems state their own
+coefficient constraints (`Problem.coefficient_bounds`).
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator,
+                      model_validator)
 
 
 from pinn.errors import UserError
@@ -53,16 +60,24 @@ class ProblemConfig(_Section):
 
     @model_validator(mode="after")
     def _known_coefficients(self):
+        """Names checked against the problem, values against its `coefficient_bounds`."""
         if self.coefficients:
             from pinn.problems import PROBLEMS
 
-            allowed = PROBLEMS[self.name].coefficient_names()
+            problem = PROBLEMS[self.name]
+            allowed = problem.coefficient_names()
+            lines = []
             for key, value in self.coefficients.items():
                 if key not in allowed:
                     close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
                     hint = f"; did you mean '{close[0]}'?" if close else ""
-                    raise ValueError(f"coefficients.{key} = {value}: not a coefficient of "
-                                     f"{self.name}{hint} (allowed: {', '.join(allowed)})")
+                    lines.append(f"coefficients.{key} = {value}: not a coefficient of "
+                                 f"{self.name}{hint} (allowed: {', '.join(allowed)})")
+            known = {k: v for k, v in self.coefficients.items() if k in allowed}
+            for key, rule in problem.coefficient_errors(known).items():
+                lines.append(f"coefficients.{key} = {self.coefficients[key]}: {rule}")
+            if lines:
+                raise ValueError("\n".join(lines))
         return self
 
 
@@ -70,10 +85,10 @@ class ModelConfig(_Section):
     width: int = Field(32, gt=0, le=8192)
     depth: int = Field(3, gt=0, le=64)
     activation: Literal["tanh", "sin", "gelu", "swish", "softplus"] = "tanh"
-    periodic_embedding: bool = True
+    periodic_embedding: StrictBool = True
     fourier_features: int = Field(0, ge=0, le=4096)
     fourier_scale: float = Field(1.0, gt=0)
-    rwf: bool = False
+    rwf: StrictBool = False
     rwf_mean: float = 0.5
     rwf_std: float = Field(0.1, ge=0)
 
@@ -88,7 +103,7 @@ class CollocationConfig(_Section):
 
 
 class UniformSamplingConfig(_Section):
-    resample: bool = True  # fresh points every step; false = the fixed collocation set
+    resample: StrictBool = True  # fresh points every step; false = the fixed collocation set
 
 
 class RADConfig(_Section):
@@ -153,10 +168,15 @@ class GradNormConfig(_Section):
 
     @model_validator(mode="after")
     def _bounds(self):
-        if self.min_weight > self.max_weight:
-            raise ValueError(
-                f"min_weight = {self.min_weight}: must be <= max_weight ({self.max_weight})"
-            )
+        """GradNorm keeps the mean weight at 1 (`pinn.balancing.gradnorm`): 1 must be allowed."""
+        why = "GradNorm keeps the mean weight at 1, so min_weight <= 1 <= max_weight"
+        lines = []
+        if self.min_weight > 1.0:
+            lines.append(f"min_weight = {self.min_weight}: must be <= 1 ({why})")
+        if self.max_weight < 1.0:
+            lines.append(f"max_weight = {self.max_weight}: must be >= 1 ({why})")
+        if lines:
+            raise ValueError("\n".join(lines))
         return self
 
 
@@ -170,7 +190,7 @@ class GradRatioConfig(_Section):
 class CausalConfig(_Section):
     """Causal time weighting (Wang, Sankaran & Perdikaris 2022)."""
 
-    enabled: bool = False
+    enabled: StrictBool = False
     tolerance: float = Field(1.0, ge=0)
     num_chunks: int = Field(16, gt=0)
 
@@ -298,7 +318,7 @@ class DistributedConfig(_Section):
     num_processes: Optional[int] = Field(1, gt=0)
     process_id: Optional[int] = Field(0, ge=0)
     #: shard every batch along a "data" mesh axis over all (global) devices
-    data_parallel: bool = False
+    data_parallel: StrictBool = False
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -326,6 +346,46 @@ class Params(_Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     report: ReportConfig = ReportConfig()
     distributed: DistributedConfig = DistributedConfig()
+
+    @model_validator(mode="after")
+    def _across_sections(self):
+        """Constraints that tie keys of different sections together."""
+        s = self.sampling
+        if s.method == "rar_d":  # `pinn.sampling.make_sampler`: the initial points must fit
+            initial = min(s.batch_size, self.collocation.num_points)
+            if s.rar_d.capacity < initial:
+                raise ValueError(
+                    f"sampling.rar_d.capacity = {s.rar_d.capacity}: must be >= the number of "
+                    f"initial points min(sampling.batch_size, collocation.num_points) = {initial}"
+                )
+        if self.refine.method in DENSE_REFINE_METHODS:
+            _check_dense_refinement(self)
+        return self
+
+
+#: refinement methods that keep a dense n×n inverse Hessian (`pinn.optim.ssbroyden.VARIANTS`)
+DENSE_REFINE_METHODS = ("bfgs", "ssbfgs", "ssbroyden")
+
+
+def _check_dense_refinement(params: Params) -> None:
+    """`pinn.optim.check_dense_size` for the finest network: the part params alone decide (its
+    parameter count, by shape evaluation only); the memory part needs the device and is checked
+    where the refinement runs."""
+    import sys
+
+    from flax import nnx
+
+    from pinn.models import count_params, make_model, split
+    from pinn.optim import check_dense_size
+    from pinn.problems import make_problem
+
+    problem = make_problem(params.problem.name)
+    model = nnx.eval_shape(lambda: make_model(params.model, problem, seed=params.seed))
+    try:
+        check_dense_size(count_params(split(model)[1]), params.refine.method,
+                         memory_bytes=sys.maxsize)
+    except UserError as e:
+        raise ValueError(str(e)) from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -361,8 +421,9 @@ def _format_error(err: dict, data: Any, model: type[BaseModel]) -> str:
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
-        if " = " in msg.split(":")[0]:  # a section validator that names its own key
-            return f"{path}.{msg}" if path != "<root>" else msg
+        lines = msg.splitlines()
+        if all(" = " in line.split(":")[0] for line in lines):  # validators naming their own keys
+            return "\n".join(f"{path}.{line}" if path != "<root>" else line for line in lines)
     ctx = err.get("ctx") or {}
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         msg = msg.replace("Input should be", "must be")
@@ -372,6 +433,8 @@ def _format_error(err: dict, data: Any, model: type[BaseModel]) -> str:
         return f"{path}: missing required key"
     elif kind == "literal_error":
         msg = f"must be one of {ctx.get('expected', '')}"
+    elif kind == "bool_type":
+        msg = "must be true or false"
     else:
         msg = msg.replace("Input should be", "must be")
     return f"{path} = {value!r}: {msg}" if "input" in err and kind != "missing" else f"{path}: {msg}"
@@ -386,12 +449,48 @@ def validate_params(data: Any, source: str = "params") -> Params:
     try:
         return Params.model_validate(data)
     except ValidationError as e:
-        lines = [_format_error(err, data, Params) for err in e.errors()]
+        lines = [line for err in e.errors() for line in _format_error(err, data, Params).splitlines()]
         raise ConfigError("\n".join(f"{source}: {line}" for line in lines)) from None
 
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping in the YAML file has the same key twice (YAML says keys are unique; PyYAML would
+    silently keep the last value)."""
+
+    def __init__(self, key: str, first_line: int, second_line: int):
+        super().__init__(problem=f"duplicate key '{key}' at lines {first_line} and {second_line}")
+        self.key, self.lines = key, (first_line, second_line)
+
+
+class ParamsLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` (plain data only) that rejects a key repeated within one mapping, naming
+    its dotted path and both lines."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _check_unique_keys(node, ())
+        return super().construct_document(node)
+
+
+def _check_unique_keys(node: yaml.Node, path: tuple[str, ...]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<:` merges may override
+                continue
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else id(key_node)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise DuplicateKeyError(".".join(path + (str(key),)), seen[key], line)
+            seen[key] = line
+            _check_unique_keys(value_node, path + (str(key),))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_unique_keys(item, path + (str(i),))
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read `path` with `yaml.safe_load` and validate it. Raises `ConfigError` on any user error."""
+    """Read `path` with `ParamsLoader` (safe, duplicate keys rejected) and validate it. Raises
+    `ConfigError` on any user error."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -400,7 +499,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except OSError as e:
         raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=ParamsLoader)  # noqa: S506  (a SafeLoader subclass)
+    except DuplicateKeyError as e:
+        raise ConfigError(f"{path}: {e.problem} (a key may appear once)") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -92,7 +92,7 @@ CASES = [
     ("bad_choice", setting(model__activation="relu"), r"model\.activation = 'relu': must be one of", 1),
     ("bad_precision", setting(refine__precision="float16"), r"refine\.precision = 'float16': must be one of", 1),
     ("inconsistent_bounds", setting(balancing={"gradnorm": {"min_weight": 5.0, "max_weight": 1.0}}),
-     r"balancing\.gradnorm\.min_weight = 5\.0: must be <= max_weight", 1),
+     r"balancing\.gradnorm\.min_weight = 5\.0: must be <= 1 \(GradNorm keeps the mean weight at 1", 1),
     ("time_outside_domain", setting(report__snapshot_times=[0.0, 2.0]), r"report\.snapshot_times = \[0\.0, 2\.0\]: contains 2\.0, must be in \[0, 1\]", 1),
     ("lr_factor_above_1", setting(train={"divergence_lr_factor": 1.5}), r"train\.divergence_lr_factor = 1\.5: must be less than 1", 1),
     ("seed_overflow", setting(seed=10**20), r"seed = 100000000000000000000: must be less than or equal to", 1),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pinn.problems.allen_cahn import AllenCahn1D, AllenCahn2D
-from pinn.problems.base import Domain, Problem
+from pinn.problems.base import Bound, Domain, Problem
 from pinn.problems.burgers import Burgers1D
 
 PROBLEMS: dict[str, type[Problem]] = {
@@ -16,7 +16,8 @@ PROBLEMS: dict[str, type[Problem]] = {
 def make_problem(name: str, **coefficients: Any) -> Problem:
     """Instantiate problem `name` with PDE `coefficients` (unset ones keep their defaults).
 
-    Raises `ValueError` naming an unknown problem or coefficient and listing the allowed ones.
+    Raises `ValueError` naming an unknown problem or coefficient and listing the allowed ones, or a
+    coefficient outside the problem's `coefficient_bounds`.
     """
     if name not in PROBLEMS:
         raise ValueError(f"unknown problem {name!r}: must be one of {sorted(PROBLEMS)}")
@@ -27,6 +28,10 @@ def make_problem(name: str, **coefficients: Any) -> Problem:
         raise ValueError(
             f"unknown coefficient(s) {unknown} for problem {name!r}: allowed {list(allowed)}"
         )
+    errors = cls.coefficient_errors(coefficients)
+    if errors:
+        name_, rule = next(iter(errors.items()))
+        raise ValueError(f"coefficient {name_} = {coefficients[name_]!r} of {name!r}: {rule}")
     return cls(**{k: float(v) for k, v in coefficients.items()})
 
 
@@ -34,6 +39,7 @@ __all__ = [
     "PROBLEMS",
     "make_problem",
     "Problem",
+    "Bound",
     "Domain",
     "AllenCahn1D",
     "AllenCahn2D",

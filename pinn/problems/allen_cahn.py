@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from pinn.derivatives import Derivs
-from pinn.problems.base import Problem
+from pinn.problems.base import Bound, Problem
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,11 @@ class AllenCahn1D(Problem):
     periodic: ClassVar[tuple[bool, ...]] = (False, True)
     first: ClassVar[tuple[int, ...]] = (0,)
     second: ClassVar[tuple[int, ...]] = (1,)
+    coefficient_bounds: ClassVar[dict[str, Bound]] = {
+        "diffusion": Bound(ge=0.0, why="negative diffusion is ill-posed: the reference blows up"),
+        # the cubic term is explicit in ETDRK4: at the reference's time step it blows up near 1000
+        "reaction": Bound(le=500.0, why="the reference solver's time step is stable up to 500"),
+    }
 
     def initial_condition(self, x: jax.Array) -> jax.Array:
         x = x[:, 0]
@@ -58,6 +63,9 @@ class AllenCahn2D(Problem):
     periodic: ClassVar[tuple[bool, ...]] = (False, True, True)
     first: ClassVar[tuple[int, ...]] = (0,)
     second: ClassVar[tuple[int, ...]] = (1, 2)
+    coefficient_bounds: ClassVar[dict[str, Bound]] = {
+        "epsilon": Bound(ge=0.0, why="the interface width; the PDE uses epsilon²"),
+    }
 
     def initial_condition(self, x: jax.Array) -> jax.Array:
         return jnp.sin(jnp.pi * x[:, 0]) ** 2 * jnp.cos(jnp.pi * x[:, 1]) ** 2 - 0.5

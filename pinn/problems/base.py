@@ -9,8 +9,9 @@ a static argument of `jax.jit`).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,32 @@ from pinn.derivatives import Derivs, Field, value_and_derivs
 
 if TYPE_CHECKING:  # pragma: no cover
     from pinn.reference import Reference
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The allowed values of one PDE coefficient: `gt < value`, `ge <= value`, `value <= le`
+    (None: no such bound); `why` says what breaks outside (shown in the error)."""
+
+    gt: float | None = None
+    ge: float | None = None
+    le: float | None = None
+    why: str = ""
+
+    def violation(self, value: float) -> str | None:
+        """None when `value` is allowed, else the rule it breaks, e.g. "must be > 0 (...)"."""
+        broken = None
+        if not math.isfinite(value):
+            broken = "must be a finite number"
+        elif self.gt is not None and not value > self.gt:
+            broken = f"must be > {self.gt:g}"
+        elif self.ge is not None and not value >= self.ge:
+            broken = f"must be >= {self.ge:g}"
+        elif self.le is not None and not value <= self.le:
+            broken = f"must be <= {self.le:g}"
+        if broken is None:
+            return None
+        return f"{broken} ({self.why})" if self.why else broken
 
 
 class Domain(NamedTuple):
@@ -41,6 +68,9 @@ class Problem:
     #: axes whose first / pure second derivatives `residual_from_derivs` needs
     first: ClassVar[tuple[int, ...]] = ()
     second: ClassVar[tuple[int, ...]] = ()
+    #: the values each coefficient may take (the PDE, its residual and its reference solver are
+    #: only defined or only computable there); checked by `make_problem` and by the params gate
+    coefficient_bounds: ClassVar[dict[str, Bound]] = {}
 
     # --- geometry -------------------------------------------------------------------------
     @property
@@ -61,7 +91,19 @@ class Problem:
 
     @classmethod
     def coefficient_names(cls) -> tuple[str, ...]:
+        """The PDE coefficients (dataclass fields) that params may set."""
         return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def coefficient_errors(cls, coefficients: Mapping[str, float]) -> dict[str, str]:
+        """`{name: rule broken}` for every given coefficient outside its `coefficient_bounds`."""
+        errors = {}
+        for name, value in coefficients.items():
+            bound = cls.coefficient_bounds.get(name)
+            problem = bound.violation(float(value)) if bound is not None else None
+            if problem is not None:
+                errors[name] = problem
+        return errors
 
     # --- PDE ------------------------------------------------------------------------------
     def initial_condition(self, x: jax.Array) -> jax.Array:
@@ -115,4 +157,4 @@ class Problem:
         raise NotImplementedError
 
 
-__all__ = ["Domain", "Problem"]
+__all__ = ["Bound", "Domain", "Problem"]

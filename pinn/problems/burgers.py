@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from pinn.derivatives import Derivs
-from pinn.problems.base import Problem
+from pinn.problems.base import Bound, Problem
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,9 @@ class Burgers1D(Problem):
     periodic: ClassVar[tuple[bool, ...]] = (False, False)
     first: ClassVar[tuple[int, ...]] = (0,)
     second: ClassVar[tuple[int, ...]] = (1,)
+    coefficient_bounds: ClassVar[dict[str, Bound]] = {
+        "viscosity": Bound(gt=0.0, why="the Cole–Hopf reference needs a positive viscosity"),
+    }
 
     def initial_condition(self, x: jax.Array) -> jax.Array:
         return -jnp.sin(jnp.pi * x[:, 0])

@@ -1,0 +1,600 @@
+"""The params gate is complete: every error a stage can raise at run time because of a params value
+is raised by `validate_params` first, naming the key, before any compute.
+
+`raise_sites()` enumerates, by an AST scan of `pinn/`, every `raise` of an exception that could be a
+user error (anything but `NotImplementedError`, `DivergenceError`, exits and report-internal skips),
+keyed by file, function and the literal start of its message. Each must be in `SITES`:
+
+- `Gate(override, key, trigger)`: a params override that reaches this raise when the gate is
+  bypassed; the test checks that `validate_params` rejects the override with one line per error
+  naming `key`, and — when `trigger` is given — that calling the run-time code with the unvalidated
+  params really raises at this very site (so the table cannot drift from the code);
+- `Internal(reason)`: an invariant of the code, not reachable from params;
+- `Input(reason)`: a user error about a file, an argument or the environment (not params), already
+  one line naming it.
+
+A new run-time raise therefore fails `test_every_raise_site_is_classified` until it is classified
+here — and if it is reachable from params, until the gate checks it.
+
+Also: duplicate keys in params.yaml are rejected naming the key and both lines; booleans are strict.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import re
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Optional
+
+import numpy as np
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from pinn.config import ConfigError, Params, load_params, validate_params
+
+ROOT = Path(__file__).resolve().parents[1]
+#: exceptions that are never user errors about params (a diverged run, a process exit, a skipped
+#: report figure, an abstract method)
+NOT_USER_ERRORS = {"NotImplementedError", "DivergenceError", "Exit", "SystemExit", "_Skip"}
+#: the gate itself
+EXCLUDED_FILES = {"pinn/config.py"}
+PREFIX_CHARS = 30
+
+
+class Site(NamedTuple):
+    file: str
+    function: str
+    prefix: str  # the message's literal text up to its first placeholder, at most PREFIX_CHARS
+
+
+def _message_prefix(call: ast.Call) -> str:
+    if not call.args:
+        return ""
+    arg = call.args[0]
+    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+        text = arg.value
+    elif isinstance(arg, ast.JoinedStr):
+        text = ""
+        for part in arg.values:
+            if not isinstance(part, ast.Constant):
+                break
+            text += part.value
+    else:
+        text = ""
+    return text[:PREFIX_CHARS]
+
+
+def raise_sites() -> dict[Site, list[int]]:
+    """Every candidate user-error raise in pinn/ (see the module doc) with its line numbers."""
+    sites: dict[Site, list[int]] = {}
+    for path in sorted((ROOT / "pinn").rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel in EXCLUDED_FILES:
+            continue
+        tree = ast.parse(path.read_text(), filename=rel)
+
+        def visit(node: ast.AST, scope: tuple[str, ...]) -> None:
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    visit(child, scope + (child.name,))
+                    continue
+                if isinstance(child, ast.Raise) and isinstance(child.exc, ast.Call):
+                    func = child.exc.func
+                    name = getattr(func, "id", None) or getattr(func, "attr", "")
+                    if name not in NOT_USER_ERRORS:
+                        site = Site(rel, ".".join(scope) or "<module>", _message_prefix(child.exc))
+                        sites.setdefault(site, []).append(child.lineno)
+                visit(child, scope)
+
+        visit(tree, ())
+    return sites
+
+
+# ----------------------------------------------------------------------------------------------
+# the table
+
+
+BASE = {
+    "seed": 0,
+    "problem": {"name": "burgers_1d", "coefficients": {}},
+    "model": {"width": 8, "depth": 2},
+    "collocation": {"num_points": 512, "ic_points": 64, "bc_points": 64},
+    "sampling": {"method": "uniform", "batch_size": 256, "ic_batch_size": 64, "bc_batch_size": 32},
+    "multilevel": {"num_levels": 1, "levels": {"level0": {"steps": 20, "init_from": "init"}}},
+    "refine": {"method": "lbfgs", "iterations": 10, "block_size": 10, "memory_size": 5},
+    "train": {"log_every": 10, "checkpoint_every": 20},
+}
+
+Trigger = Callable[[Params], Any]
+
+
+class Gate(NamedTuple):
+    override: dict
+    key: str  # the dotted key the gate's message must name
+    trigger: Optional[Trigger] = None  # run-time code a stage runs, given unvalidated params
+
+
+class Internal(NamedTuple):
+    reason: str
+
+
+class Input(NamedTuple):
+    reason: str
+
+
+def _balancer(cfg: Params):
+    from pinn.balancing import make_balancer
+
+    return make_balancer(cfg.balancing, ("pde", "ic", "bc"))
+
+
+def _causal(cfg: Params):
+    from pinn.balancing import causal_residual_loss
+
+    c = cfg.balancing.causal
+    return causal_residual_loss(np.ones(4), np.linspace(0, 1, 4), 0.0, 1.0, c.num_chunks, c.tolerance)
+
+
+def _problem(cfg: Params):
+    from pinn.problems import make_problem
+
+    return make_problem(cfg.problem.name, **cfg.problem.coefficients)
+
+
+def _reference_bypassing_make_problem(cfg: Params):
+    from pinn.problems import PROBLEMS
+
+    return PROBLEMS[cfg.problem.name](**cfg.problem.coefficients).reference(progress=False)
+
+
+def _ac1d_reference(modes: int) -> Trigger:
+    """The Allen–Cahn 1D reference solver at reduced resolution (the stage uses the default)."""
+
+    def run(cfg: Params):
+        from pinn.reference import allen_cahn_1d
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the overflow this case is about
+            return allen_cahn_1d(**cfg.problem.coefficients, modes=modes, progress=False)
+
+    return run
+
+
+def _sampler(cfg: Params):
+    from pinn.problems import make_problem
+    from pinn.sampling import make_sampler
+
+    problem = make_problem(cfg.problem.name)
+    fixed = np.zeros((cfg.collocation.num_points, len(problem.lower)))
+    return make_sampler(cfg.sampling, problem.domain, fixed_points=fixed)
+
+
+def _rar_d(cfg: Params):
+    from pinn.problems import make_problem
+    from pinn.sampling import rar_d
+
+    problem = make_problem(cfg.problem.name)
+    initial = np.zeros((min(cfg.sampling.batch_size, cfg.collocation.num_points), 2))
+    return rar_d(problem.domain, initial, cfg.sampling.rar_d)
+
+
+def _collocation(cfg: Params):
+    from pinn.sampling import collocation_points
+
+    return collocation_points(cfg.collocation.method, 8, [0.0], [1.0], cfg.seed)
+
+
+def _model(cfg: Params):
+    from pinn.models import make_model
+    from pinn.problems import make_problem
+
+    return make_model(cfg.model, make_problem(cfg.problem.name), seed=0)
+
+
+def _level_widths(cfg: Params):
+    from pinn.multilevel import level_widths
+
+    m = cfg.multilevel
+    return level_widths(cfg.model.width, m.num_levels, m.coarsening_factor)
+
+
+def _refine_optimizer(cfg: Params):
+    from pinn.optim import refine_optimizer
+
+    return refine_optimizer(cfg.refine)
+
+
+def _qn_runner(cfg: Params):
+    import optax
+
+    from pinn.optim import quasi_newton_runner
+
+    return quasi_newton_runner(lambda p: p, optax.sgd(1.0), block_size=cfg.refine.block_size)
+
+
+def _dense_size(cfg: Params):
+    """The refine stage's size check of a dense quasi-Newton method, for the finest network."""
+    from flax import nnx
+
+    from pinn.models import count_params, split
+    from pinn.optim import check_dense_size
+
+    model = nnx.eval_shape(lambda: _model(cfg))
+    return check_dense_size(count_params(split(model)[1]), cfg.refine.method)
+
+
+def _precision(cfg: Params):
+    from pinn.precision import scope
+
+    with scope(cfg.train.precision):
+        pass
+
+
+def _resolve_setup(cfg: Params):
+    from pinn.distributed import resolve_setup
+
+    return resolve_setup(cfg, env={})
+
+
+GEOMETRY = "the problem class's fixed box (lower < upper, one entry per input column)"
+FILES = "a damaged or missing input file: one line naming the file (stages turn it into a UserError)"
+
+SITES: dict[Site, Gate | Internal | Input] = {
+    # --- balancing
+    Site("pinn/balancing.py", "_check_num_terms", "num_terms = "):
+        Internal("the trainer passes one weight per loss term it builds"),
+    Site("pinn/balancing.py", "fixed", "weights["):
+        Gate({"balancing": {"weights": {"pde": -1.0}}}, "balancing.weights.pde", _balancer),
+    Site("pinn/balancing.py", "fixed", "term_names "):
+        Internal("make_balancer passes one weight per term name"),
+    Site("pinn/balancing.py", "gradnorm", "gradnorm.min_weight = "):
+        Gate({"balancing": {"method": "gradnorm", "gradnorm": {"min_weight": 0.5, "max_weight": 0.8}}},
+             "balancing.gradnorm.max_weight", _balancer),
+    Site("pinn/balancing.py", "make_balancer", "balancing.method = "):
+        Gate({"balancing": {"method": "softadapt"}}, "balancing.method", _balancer),
+    Site("pinn/balancing.py", "causal_residual_loss", "num_chunks = "):
+        Gate({"balancing": {"causal": {"enabled": True, "num_chunks": 0}}},
+             "balancing.causal.num_chunks", _causal),
+    Site("pinn/balancing.py", "causal_residual_loss", "t_max = "):
+        Internal("t_min/t_max are the problem's time interval: " + GEOMETRY),
+    # --- problems and their reference solvers
+    Site("pinn/problems/__init__.py", "make_problem", "unknown problem "):
+        Gate({"problem": {"name": "heat_1d"}}, "problem.name", _problem),
+    Site("pinn/problems/__init__.py", "make_problem", "unknown coefficient(s) "):
+        Gate({"problem": {"coefficients": {"nu": 0.01}}}, "problem.coefficients.nu", _problem),
+    Site("pinn/problems/__init__.py", "make_problem", "coefficient "):
+        Gate({"problem": {"coefficients": {"viscosity": 0.0}}}, "problem.coefficients.viscosity",
+             _problem),
+    Site("pinn/reference/cole_hopf.py", "cole_hopf", "viscosity must be > 0, got "):
+        Gate({"problem": {"coefficients": {"viscosity": 0.0}}}, "problem.coefficients.viscosity",
+             _reference_bypassing_make_problem),
+    Site("pinn/reference/cole_hopf.py", "cole_hopf", "t and x must be 1-d arrays"):
+        Internal("the stages use the solver's default output grid"),
+    Site("pinn/reference/cole_hopf.py", "cole_hopf", "t must be finite and >= 0"):
+        Internal("the stages use the solver's default output grid"),
+    Site("pinn/reference/cole_hopf.py", "burgers_1d", "nodes must be >= 2, got "):
+        Internal("the stages use the solver's default quadrature"),
+    Site("pinn/reference/solution.py", "Reference.__post_init__", "u contains non-finite values"):
+        Gate({"problem": {"name": "allen_cahn_1d", "coefficients": {"diffusion": -1.0e-4}}},
+             "problem.coefficients.diffusion", _ac1d_reference(2048)),
+    Site("pinn/reference/solution.py", "Reference.__post_init__", "est_rel_error must be finite a"):
+        Gate({"problem": {"name": "allen_cahn_1d", "coefficients": {"reaction": 1000.0}}},
+             "problem.coefficients.reaction", _ac1d_reference(128)),
+    Site("pinn/reference/solution.py", "Reference.__post_init__", "u must have shape "):
+        Internal("the solvers build u on their own t, x(, y) grid"),
+    Site("pinn/reference/solution.py", "Reference.__post_init__", "meta keys must be non-empty st"):
+        Internal("the solvers write fixed meta keys"),
+    Site("pinn/reference/solution.py", "Reference.__post_init__", "meta["):
+        Internal("the solvers write numeric meta values"),
+    Site("pinn/reference/solution.py", "_as_axis", ""):
+        Internal("the solvers' default grids are non-empty, 1-d and finite"),
+    Site("pinn/reference/solution.py", "rel_l2", "rel_l2: shape mismatch "):
+        Internal("compares two solves on the same output grid"),
+    Site("pinn/reference/solution.py", "Reference.load", ""): Input(FILES),
+    Site("pinn/reference/solution.py", "Reference.load", "reference file "): Input(FILES),
+    Site("pinn/reference/solution.py", "Reference.load", "not an .npz archive"): Input(FILES),
+    Site("pinn/reference/solution.py", "Reference.load", "est_rel_error"): Input(FILES),
+    Site("pinn/reference/solution.py", "Reference.load", "u"): Input(FILES),
+    Site("pinn/reference/spectral.py", "_check_times", "t must be a non-empty 1-d arra"):
+        Internal("the stages use the solver's default output times"),
+    Site("pinn/reference/spectral.py", "_check_times", "t must be finite, strictly inc"):
+        Internal("the stages use the solver's default output times"),
+    Site("pinn/reference/spectral.py", "allen_cahn_1d", "need modes >= 4 and dt > 0, go"):
+        Internal("the stages use the solver's default resolution"),
+    Site("pinn/reference/spectral.py", "allen_cahn_2d", "need modes >= 4, dt > 0, n_out"):
+        Internal("the stages use the solver's default resolution"),
+    # --- sampling
+    Site("pinn/sampling.py", "_box", "domain: lower "): Internal(GEOMETRY),
+    Site("pinn/sampling.py", "_box", "domain: need upper > lower on "): Internal(GEOMETRY),
+    Site("pinn/sampling.py", "_magnitude", "residual_fn must map (M, d) ->"):
+        Internal("the trainer's residual maps (M, d) -> (M,)"),
+    Site("pinn/sampling.py", "collocation_points", "collocation method = "):
+        Gate({"collocation": {"method": "halton"}}, "collocation.method", _collocation),
+    Site("pinn/sampling.py", "uniform", "uniform sampler: fixed_points "):
+        Internal("make_sampler passes fixed points only with resample: false"),
+    Site("pinn/sampling.py", "uniform", "uniform sampler: resample=Fals"):
+        Internal("make_sampler checks for the fixed points first"),
+    Site("pinn/sampling.py", "uniform", "fixed_points: expected shape ("):
+        Internal("the collocation stage writes points with the problem's columns"),
+    Site("pinn/sampling.py", "rar_d", "initial_points: expected shape"):
+        Internal("make_sampler passes the collocation points' first min(batch_size, num_points) "
+                 "> 0 rows with the problem's columns"),
+    Site("pinn/sampling.py", "rar_d", "rar_d.capacity = "):
+        Gate({"sampling": {"method": "rar_d", "rar_d": {"capacity": 100}}}, "sampling.rar_d.capacity",
+             _rar_d),
+    Site("pinn/sampling.py", "make_sampler", "sampling.uniform.resample = Fa"):
+        Internal("the stages load the collocation points whenever uses_fixed_points(cfg)"),
+    Site("pinn/sampling.py", "make_sampler", "sampling.method = 'rar_d': nee"):
+        Internal("the stages load the collocation points whenever uses_fixed_points(cfg)"),
+    Site("pinn/sampling.py", "make_sampler", "sampling.rar_d.capacity = "):
+        Gate({"sampling": {"method": "rar_d", "rar_d": {"capacity": 100}}}, "sampling.rar_d.capacity",
+             _sampler),
+    Site("pinn/sampling.py", "make_sampler", "sampling.method = "):
+        Gate({"sampling": {"method": "lhs"}}, "sampling.method", _sampler),
+    # --- models, multilevel, optimizers, precision
+    Site("pinn/models.py", "PINN.__init__", "activation "):
+        Gate({"model": {"activation": "relu"}}, "model.activation", _model),
+    Site("pinn/multilevel.py", "level_widths", "finest_width = "):
+        Gate({"model": {"width": 0}}, "model.width", _level_widths),
+    Site("pinn/multilevel.py", "level_widths", "num_levels = "):
+        Gate({"multilevel": {"num_levels": 0}}, "multilevel.num_levels", _level_widths),
+    Site("pinn/multilevel.py", "level_widths", "coarsening_factor = "):
+        Gate({"multilevel": {"coarsening_factor": 1.5}}, "multilevel.coarsening_factor", _level_widths),
+    Site("pinn/multilevel.py", "_check_embeds", ""):
+        Internal("every level is built from one model config; coarsening_factor <= 1 (gated) "
+                 "makes widths non-decreasing"),
+    Site("pinn/multilevel.py", "_check_same_rest", "rest: coarse and fine non-trai"):
+        Internal("every level is built from one model config and seed"),
+    Site("pinn/multilevel.py", "_check_same_rest", "rest"):
+        Internal("every level is built from one model config and seed"),
+    Site("pinn/multilevel.py", "prolongate", "coarse_rest and fine_rest: giv"):
+        Internal("the cascade passes both or neither"),
+    Site("pinn/optim/adam.py", "adam", "optimizer.warmup_steps = "):
+        Internal("only checked when a caller passes total_steps; no stage does (a warm-up longer "
+                 "than training is allowed)"),
+    Site("pinn/optim/quasi_newton.py", "refine_optimizer", "refine.method = "):
+        Gate({"refine": {"method": "newton"}}, "refine.method", _refine_optimizer),
+    Site("pinn/optim/quasi_newton.py", "quasi_newton_runner", "block_size = "):
+        Gate({"refine": {"block_size": 0}}, "refine.block_size", _qn_runner),
+    Site("pinn/optim/quasi_newton.py", "quasi_newton_runner.block", "num_steps = "):
+        Internal("refine passes min(block_size, iterations left)"),
+    Site("pinn/optim/ssbroyden.py", "check_dense_size", "refine.method = "):
+        Gate({"refine": {"method": "ssbroyden"}, "model": {"width": 128, "depth": 3}},
+             "refine.method", _dense_size),
+    Site("pinn/optim/ssbroyden.py", "self_scaled_coefficients", "variant = "):
+        Internal("refine_optimizer passes only VARIANTS"),
+    Site("pinn/optim/ssbroyden.py", "scale_by_dense_quasi_newton", "variant = "):
+        Internal("refine_optimizer passes only VARIANTS"),
+    Site("pinn/optim/ssbroyden.py", "scale_by_dense_quasi_newton.update_fn",
+         "scale_by_dense_quasi_newton ne"):
+        Internal("the quasi-Newton runner always passes params"),
+    Site("pinn/precision.py", "scope", "precision "):
+        Gate({"train": {"precision": "float16"}}, "train.precision", _precision),
+    Site("pinn/refine.py", "refine", "refine: refine.precision = "):
+        Internal("a caller's contract: refine runs inside precision.scope(refine.precision)"),
+    Site("pinn/derivatives.py", "_check_method", "derivative method "):
+        Internal("no params key chooses the derivative method"),
+    # --- distributed: params are gated; the environment and the device count are run-time inputs
+    Site("pinn/distributed.py", "resolve_setup", "process_id = "):
+        Gate({"distributed": {"num_processes": 2, "process_id": 2}}, "distributed.process_id",
+             _resolve_setup),
+    Site("pinn/distributed.py", "resolve_setup", "coordinator_address = "):
+        Gate({"distributed": {"coordinator_address": "node0"}}, "distributed.coordinator_address",
+             _resolve_setup),
+    Site("pinn/distributed.py", "resolve_setup", ""):
+        Input("PINN_NUM_PROCESSES / PINN_PROCESS_ID from the environment: a ConfigError naming "
+              "the variable, raised by initialize() before any compute"),
+    Site("pinn/distributed.py", "_env_int", ""):
+        Input("an environment variable: a ConfigError naming it, before any compute"),
+    Site("pinn/distributed.py", "check_batch_sizes", ""):
+        Input("depends on the device count, known only on the machine that trains: a ConfigError "
+              "naming the batch-size key, raised when the Trainer is built, before any compute"),
+    Site("pinn/distributed.py", "make_mesh", "make_mesh: no devices"):
+        Internal("JAX always has a device"),
+    # --- files, arguments, pipeline plumbing
+    Site("pinn/io.py", "_check_finite", "refusing to write non-finite m"):
+        Internal("metrics of a diverged run: the stages raise DivergenceError before writing"),
+    Site("pinn/io.py", "load_tree", ""): Input(FILES),
+    Site("pinn/io.py", "_read_member", ""): Input(FILES),
+    Site("pinn/report.py", "_load_npz", ""): Input(FILES),
+    Site("pinn/report.py", "_load_json", ""): Input(FILES),
+    Site("pinn/report.py", "_load_csv", ""): Input(FILES),
+    Site("pinn/report.py", "_load_grid", ""): Input(FILES),
+    Site("pinn/report.py", "_build", ""): Input(FILES),
+    Site("pinn/pipeline.py", "stage_module", "not a pinn stage command: "):
+        Internal("reads dvc.yaml's commands, which are the project's, not params"),
+    Site("pinn/stages/common.py", "invoke", ""):
+        Internal("a stage's typer exit status inside the in-process runner"),
+    Site("pinn/stages/common.py", "require", ""): Input(FILES),
+    Site("pinn/stages/common.py", "load_reference", ""): Input(FILES),
+    Site("pinn/stages/common.py", "load_collocation", ""): Input(FILES),
+    Site("pinn/stages/gate.py", "main", ""):
+        Input("a key dvc.yaml tracks is missing from params.yaml: one line naming it"),
+    Site("pinn/stages/train.py", "main", "--level "):
+        Input("the --level command-line argument: one line naming it"),
+    Site("pinn/stages/train.py", "main", ""): Input(FILES),
+}
+
+
+def _unchecked(model: BaseModel, override: dict) -> BaseModel:
+    """`model` with `override` applied WITHOUT validation: what a stage would get with no gate."""
+    changes = {}
+    for key, value in override.items():
+        current = getattr(model, key)
+        changes[key] = (_unchecked(current, value)
+                        if isinstance(value, dict) and isinstance(current, BaseModel) else value)
+    return model.model_copy(update=changes)
+
+
+def _merged(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = (_merged(out.get(key, {}), value)
+                    if isinstance(value, dict) and isinstance(out.get(key), dict) else value)
+    return out
+
+
+def _innermost(exc: BaseException) -> tuple[str, str, int]:
+    """(file relative to the repo, function qualname without <locals>, line) of the raise."""
+    frame, line = list(traceback.walk_tb(exc.__traceback__))[-1]
+    code = frame.f_code
+    path = Path(code.co_filename).resolve()
+    rel = path.relative_to(ROOT).as_posix() if ROOT in path.parents else str(path)
+    return rel, code.co_qualname.replace(".<locals>", ""), line
+
+
+SITES_FOUND = raise_sites()
+
+
+def test_every_raise_site_is_classified():
+    found = set(SITES_FOUND)
+    missing = sorted(found - set(SITES))
+    stale = sorted(set(SITES) - found)
+    assert not missing, (
+        "run-time raise sites not in tests/test_gate.py SITES (classify each: Gate with a params "
+        "override the gate rejects, Internal or Input with a reason):\n"
+        + "\n".join(f"    {s!r}:  # line(s) {SITES_FOUND[s]}" for s in missing))
+    assert not stale, "SITES entries whose raise no longer exists:\n" + "\n".join(map(repr, stale))
+
+
+def test_the_scan_sees_the_known_sites():
+    """The scanner itself: it must find the raises this issue was filed for."""
+    assert Site("pinn/balancing.py", "gradnorm", "gradnorm.min_weight = ") in SITES_FOUND
+    assert Site("pinn/reference/cole_hopf.py", "cole_hopf", "viscosity must be > 0, got ") in SITES_FOUND
+    assert len(SITES_FOUND) > 50
+
+
+GATED = [(site, entry) for site, entry in SITES.items() if isinstance(entry, Gate)]
+
+
+@pytest.mark.parametrize("site,entry", GATED, ids=[f"{s.file}:{s.function}:{s.prefix}" for s, _ in GATED])
+def test_gate_rejects_what_the_site_would_raise(site, entry):
+    validate_params(BASE)  # the base itself is valid
+    with pytest.raises(ConfigError) as err:
+        validate_params(_merged(BASE, entry.override), source="params.yaml")
+    lines = str(err.value).splitlines()
+    assert any(line.startswith(f"params.yaml: {entry.key} = ") for line in lines), lines
+    assert all(line.startswith("params.yaml: ") for line in lines)
+    if entry.trigger is None:
+        return
+    # without the gate, the run-time code really raises at this site
+    cfg = _unchecked(validate_params(BASE), entry.override)
+    with pytest.raises(Exception) as raised:
+        entry.trigger(cfg)
+    file, function, line = _innermost(raised.value)
+    assert (file, function) == (site.file, site.function) and line in SITES_FOUND[site], (
+        f"the override raised at {file}:{line} in {function} ({raised.value}), not at this site")
+
+
+# ----------------------------------------------------------------------------------------------
+# the cases named in the issue, through load_params (what `pinn check-params` runs)
+
+
+def _load(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_params(path)
+    return str(err.value)
+
+
+@pytest.mark.parametrize("override,line", [
+    ({"balancing": {"method": "gradnorm", "gradnorm": {"min_weight": 0.5, "max_weight": 0.8}}},
+     r"balancing\.gradnorm\.max_weight = 0\.8: must be >= 1 \("),
+    ({"problem": {"name": "burgers_1d", "coefficients": {"viscosity": 0.0}}},
+     r"problem\.coefficients\.viscosity = 0\.0: must be > 0 \("),
+    ({"problem": {"name": "allen_cahn_1d", "coefficients": {"diffusion": -1.0e-4}}},
+     r"problem\.coefficients\.diffusion = -0\.0001: must be >= 0 \("),
+    ({"sampling": {"method": "rar_d", "rar_d": {"capacity": 100}}},
+     r"sampling\.rar_d\.capacity = 100: must be >= the number of initial points .* = 256$"),
+])
+def test_issue_cases_stop_at_the_gate_with_one_line(tmp_path, override, line):
+    message = _load(tmp_path, yaml.safe_dump(_merged(BASE, override), sort_keys=False))
+    assert len(message.splitlines()) == 1
+    assert re.fullmatch(rf"{re.escape(str(tmp_path / 'params.yaml'))}: {line}.*", message), message
+
+
+def test_every_bad_coefficient_is_one_line(tmp_path):
+    override = {"problem": {"name": "allen_cahn_1d",
+                            "coefficients": {"diffusion": -1.0, "reaction": 1.0e4, "nu": 1.0}}}
+    lines = _load(tmp_path, yaml.safe_dump(_merged(BASE, override))).splitlines()
+    assert len(lines) == 3
+    for key in ("diffusion", "reaction", "nu"):
+        assert sum(f"problem.coefficients.{key} = " in line for line in lines) == 1, lines
+
+
+def test_problems_declare_their_bounds():
+    """The constraint lives with the problem; make_problem enforces the same bound."""
+    from pinn.problems import PROBLEMS, make_problem
+
+    assert PROBLEMS["burgers_1d"].coefficient_bounds["viscosity"].violation(0.0)
+    assert PROBLEMS["burgers_1d"].coefficient_bounds["viscosity"].violation(1e-3) is None
+    for name, cls in PROBLEMS.items():
+        assert set(cls.coefficient_bounds) <= set(cls.coefficient_names()), name
+        assert cls.coefficient_errors(make_problem(name).coefficients) == {}, name  # defaults pass
+    with pytest.raises(ValueError, match=r"coefficient diffusion = -1\.0 of 'allen_cahn_1d': must be >= 0"):
+        make_problem("allen_cahn_1d", diffusion=-1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# 6. duplicate keys, strict booleans
+
+
+@pytest.mark.parametrize("text,key,lines", [
+    ("seed: 1\nmodel:\n  width: 8\n  depth: 2\n  width: 16\n", "model.width", (3, 5)),
+    ("seed: 1\nseed: 2\n", "seed", (1, 2)),
+    ("multilevel:\n  levels:\n    level0: {steps: 5, init_from: init}\n"
+     "    level0: {steps: 6, init_from: init}\n", "multilevel.levels.level0", (3, 4)),
+    ("problem:\n  coefficients: {viscosity: 0.01, viscosity: 0.02}\n",
+     "problem.coefficients.viscosity", (2, 2)),
+])
+def test_duplicate_keys_are_rejected_naming_key_and_lines(tmp_path, text, key, lines):
+    message = _load(tmp_path, text)
+    assert message == (f"{tmp_path / 'params.yaml'}: duplicate key '{key}' at lines {lines[0]} "
+                       f"and {lines[1]} (a key may appear once)")
+
+
+def test_same_key_in_different_sections_is_fine(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(BASE, sort_keys=False))  # e.g. `method` in several sections
+    assert "method:" in path.read_text()
+    load_params(path)
+
+
+BOOL_KEYS = ["model.periodic_embedding", "model.rwf", "sampling.uniform.resample",
+             "balancing.causal.enabled", "distributed.data_parallel"]
+
+
+def _bool_fields(model: type[BaseModel], prefix: str = "") -> list[str]:
+    out = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out += _bool_fields(ann, f"{prefix}{name}.")
+        elif ann is bool:
+            out.append(prefix + name)
+    return out
+
+
+def test_bool_keys_list_is_complete():
+    assert sorted(_bool_fields(Params)) == sorted(BOOL_KEYS)
+
+
+@pytest.mark.parametrize("key", BOOL_KEYS)
+@pytest.mark.parametrize("value", [1, 0, "yes", "true", 1.0])
+def test_booleans_are_strict(key, value):
+    section, *rest, last = key.split(".")
+    override: dict = {}
+    node = override.setdefault(section, {})
+    for part in rest:
+        node = node.setdefault(part, {})
+    node[last] = value
+    with pytest.raises(ConfigError) as err:
+        validate_params(_merged(BASE, override), source="params.yaml")
+    assert str(err.value) == f"params.yaml: {key} = {value!r}: must be true or false"
+    node[last] = True
+    assert validate_params(_merged(BASE, override))  # a real boolean is fine
