@@ -358,21 +358,23 @@ class Params(_Section):
                     f"sampling.rar_d.capacity = {s.rar_d.capacity}: must be >= the number of "
                     f"initial points min(sampling.batch_size, collocation.num_points) = {initial}"
                 )
-        if self.refine.method in DENSE_REFINE_METHODS:
-            _check_dense_refinement(self)
+        _check_dense_refinement(self)
         return self
 
 
-#: refinement methods that keep a dense n×n inverse Hessian (`pinn.optim.ssbroyden.VARIANTS`)
+#: the refinement methods with a dense n×n inverse Hessian: `pinn.optim.ssbroyden.VARIANTS`
+#: (tests/test_gate.py checks that the two agree)
 DENSE_REFINE_METHODS = ("bfgs", "ssbfgs", "ssbroyden")
 
 
 def _check_dense_refinement(params: Params) -> None:
-    """`pinn.optim.check_dense_size` for the finest network: the part params alone decide (its
-    parameter count, by shape evaluation only); the memory part needs the device and is checked
-    where the refinement runs."""
+    """`pinn.optim.check_dense_size` for the finest network of a dense quasi-Newton refinement:
+    the part params alone decide (its parameter count, by shape evaluation only); the memory part
+    needs the device and is checked where the refinement runs."""
     import sys
 
+    if params.refine.method not in DENSE_REFINE_METHODS:  # (so the usual gate imports no optax)
+        return
     from flax import nnx
 
     from pinn.models import count_params, make_model, split
@@ -477,12 +479,13 @@ def _check_unique_keys(node: yaml.Node, path: tuple[str, ...]) -> None:
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":  # `<<:` merges may override
                 continue
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else id(key_node)
+            name = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+            key = (key_node.tag, name) if isinstance(key_node, yaml.ScalarNode) else id(key_node)
             line = key_node.start_mark.line + 1
             if key in seen:
-                raise DuplicateKeyError(".".join(path + (str(key),)), seen[key], line)
+                raise DuplicateKeyError(".".join(path + (str(name),)), seen[key], line)
             seen[key] = line
-            _check_unique_keys(value_node, path + (str(key),))
+            _check_unique_keys(value_node, path + (str(name),))
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             _check_unique_keys(item, path + (str(i),))

@@ -527,6 +527,13 @@ def test_every_bad_coefficient_is_one_line(tmp_path):
         assert sum(f"problem.coefficients.{key} = " in line for line in lines) == 1, lines
 
 
+def test_dense_methods_agree_with_the_optimizers():
+    from pinn.config import DENSE_REFINE_METHODS
+    from pinn.optim.ssbroyden import VARIANTS
+
+    assert tuple(DENSE_REFINE_METHODS) == tuple(VARIANTS)
+
+
 def test_problems_declare_their_bounds():
     """The constraint lives with the problem; make_problem enforces the same bound."""
     from pinn.problems import PROBLEMS, make_problem
