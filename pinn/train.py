@@ -14,6 +14,15 @@ One step (all inside jit, no Python control flow on traced values):
 The loss terms are `pde` (Σ wᵢ rᵢ² / Σ wᵢ, optionally causally weighted), `ic` (mean squared
 initial-condition mismatch) and `bc` (mean squared boundary mismatch, when the problem has one
 that the network does not satisfy by construction).
+
+NTK diagnostics (`train.ntk_every` > 0; 0 = off): every `ntk_every` steps, inside the jitted step
+under `lax.cond` (one compiled program; the other steps do not pay for it), the metrics get
+`ntk_<term>` per loss term: the trace of the term's block of the empirical neural tangent kernel
+divided by its number of points, i.e. the mean over a fixed subsample of points of
+‖∂r(z)/∂θ‖², where r is the term's per-point residual (unweighted). The subsample
+(`train.ntk_points` points per term, drawn once from the seed) is the same at every step, so
+the values are comparable over training. Between computations the last value is carried (across
+`run` calls too; a resumed run computes once at its first step), so every logged row has one.
 """
 
 from __future__ import annotations
@@ -100,6 +109,26 @@ def loss_terms(
     return jnp.stack(terms), aux
 
 
+#: NTK diagnostics off unless params set `train.ntk_every`; points per term of the subsample
+DEFAULT_NTK_POINTS = 64
+
+
+def ntk_settings(cfg: Params) -> tuple[int, int]:
+    """(`train.ntk_every`, `train.ntk_points`) with their defaults (0 = off, 64)."""
+    every = int(getattr(cfg.train, "ntk_every", 0) or 0)
+    points = int(getattr(cfg.train, "ntk_points", DEFAULT_NTK_POINTS) or DEFAULT_NTK_POINTS)
+    return every, points
+
+
+def per_point_sq_grad_norm(residual: Callable, params) -> jax.Array:
+    """Mean over the M outputs of `residual(params) -> (M,)` of ‖∂rᵢ/∂θ‖² (= tr(J Jᵀ) / M)."""
+    jac = jax.jacrev(residual)(params)
+    leaves = jax.tree_util.tree_leaves(jac)
+    rows = leaves[0].shape[0]
+    total = sum(jnp.sum(jnp.square(x)) for x in leaves)
+    return total / rows
+
+
 class Trainer:
     """One training phase (one cascade level) for a network of fixed width.
 
@@ -133,6 +162,16 @@ class Trainer:
             first_batch = lambda k: self.sampler.batch(self.sampler.init(k))[0]
             rows = jax.eval_shape(first_batch, jax.random.PRNGKey(0)).shape[0]
             distributed.check_batch_sizes(cfg, rows, mesh)
+        self.ntk_every, ntk_points = ntk_settings(cfg)
+        if self.ntk_every:
+            # the fixed subsample: drawn once from the seed, the same at every step
+            k_int, k_ic, k_bc = jax.random.split(
+                jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0x4E544B), 3)
+            self.ntk_points = (self._interior_points(k_int, ntk_points),
+                               self._ic_points(k_ic, ntk_points),
+                               self._interior_points(k_bc, ntk_points))
+            # the last traces computed (NaN before the first); carried across `run` calls
+            self._ntk_last = jnp.full((len(self.term_names),), jnp.nan, dtype)
         self._run = jax.jit(self._run_impl, static_argnums=1)
         self.compiles = 0  # traces of the jitted run (a test checks it stays at 1 per length)
 
@@ -224,24 +263,57 @@ class Trainer:
         metrics.update(self.sampler.stats(sampler_state, state.step))
         return new_state, metrics
 
-    def _run_impl(self, state: TrainState, num_steps: int):
+    def ntk_traces(self, params) -> jax.Array:
+        """Per loss term (`term_names` order): tr(K_term) / points on the fixed NTK subsample,
+        i.e. the mean over its points of ‖∂r(z)/∂θ‖² for the term's unweighted residual r."""
+        z, ic_x, bc_z = self.ntk_points
+        problem = self.problem
+
+        def field(p):
+            return lambda zz: self.u(p, zz)
+
+        residuals = [lambda p: problem.residual(field(p), z),
+                     lambda p: problem.ic_residual(field(p), ic_x)]
+        if "bc" in self.term_names:
+            residuals.append(lambda p: problem.boundary_residual(
+                field(p), bc_z, exact_periodic=self.spec.exact_periodic))
+        return jnp.stack([per_point_sq_grad_norm(r, params) for r in residuals]).astype(self.dtype)
+
+    def _run_impl(self, state: TrainState, num_steps: int, ntk=None):
         self.compiles += 1
 
-        def body(s, _):
-            s, m = self.step(s)
-            return s, m
+        if not self.ntk_every:
+            def body(s, _):
+                s, m = self.step(s)
+                return s, m
 
-        state, metrics = jax.lax.scan(body, state, None, length=num_steps)
+            state, metrics = jax.lax.scan(body, state, None, length=num_steps)
+        else:
+            def body(carry, _):
+                s, last_ntk = carry
+                # every `ntk_every` steps, and once at the start when nothing is carried yet
+                # (a run resumed between two computations): every logged row has a value
+                due = (s.step % self.ntk_every == 0) | jnp.isnan(last_ntk[0])
+                ntk_now = jax.lax.cond(due, lambda: self.ntk_traces(s.params), lambda: last_ntk)
+                s, m = self.step(s)
+                m.update({f"ntk_{name}": ntk_now[i] for i, name in enumerate(self.term_names)})
+                return (s, ntk_now), m
+
+            ntk = jnp.asarray(ntk).astype(self.dtype)
+            (state, ntk), metrics = jax.lax.scan(body, (state, ntk), None, length=num_steps)
         last = jax.tree_util.tree_map(lambda x: x[-1], metrics)
         if self.mesh is not None:
             state, last = distributed.constrain_replicated((state, last), self.mesh)
-        return state, last
+        return (state, last) if not self.ntk_every else (state, last, ntk)
 
     def run(self, state: TrainState, num_steps: int) -> tuple[TrainState, dict]:
         """`num_steps` jitted steps; returns the new state and the last step's metrics."""
         if self.mesh is not None:
             state = distributed.replicate(state, self.mesh)
-        return self._run(state, int(num_steps))
+        if not self.ntk_every:
+            return self._run(state, int(num_steps))
+        state, last, self._ntk_last = self._run(state, int(num_steps), self._ntk_last)
+        return state, last
 
     def field(self, params) -> Callable[[jax.Array], jax.Array]:
         return lambda z: self.u(params, z)

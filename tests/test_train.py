@@ -9,7 +9,6 @@ import pytest
 
 from pinn import cascade
 from pinn.config import validate_params
-from pinn.experiment import run
 from pinn.problems import make_problem
 from pinn.train import loss_spec
 
@@ -115,8 +114,17 @@ def test_nonfinite_step_is_not_applied():
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_cascade_then_refine_end_to_end():
-    """Two levels (8 → 16 wide) then float64 SSBroyden: accuracy improves at each phase."""
+def test_cascade_then_refine_end_to_end(tmp_path):
+    """Two levels (8 → 16 wide) then float64 SSBroyden — the whole pipeline, dvc.yaml's stage
+    commands run in this process (`pinn.pipeline.run_in_process`) on a params file: accuracy
+    improves at each phase, as the stages' histories and metrics.json record it."""
+    import json
+
+    import pandas as pd
+    import yaml
+
+    from pinn import pipeline
+
     cfg = validate_params({
         "problem": {"name": "burgers_1d"},
         "model": {"width": 16, "depth": 2},
@@ -128,14 +136,125 @@ def test_cascade_then_refine_end_to_end():
         "refine": {"method": "ssbroyden", "iterations": 150, "block_size": 50, "resample_every_blocks": 1},
         "train": {"log_every": 50},
     })
-    from pinn.reference import burgers_1d
+    params = tmp_path / "params.yaml"  # every key written out (the params gate requires it)
+    params.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    project = pipeline.make_project(tmp_path / "project", params)
+    ran = pipeline.run_in_process(project)
+    assert ran == ["params", "reference", "collocation", "init", "train@level0", "train@level1",
+                   "refine", "evaluate", "report"]
 
-    ref = burgers_1d(t=np.linspace(0, 1, 21), x=np.linspace(-1, 1, 65), nodes=64, progress=False)
-    res = run(cfg, ref)
-    adam = [r for r in res.history if r["phase"] == "adam"]
-    qn = [r for r in res.history if r["phase"] == "refine"]
-    assert [r["level"] for r in adam][:1] == ["level0"] and adam[-1]["level"] == "level1"
-    assert res.steps == 300 and res.refine_iterations == 150
-    assert qn[-1]["rel_l2"] < adam[-1]["rel_l2"] < adam[0]["rel_l2"]
-    assert res.rel_l2 == pytest.approx(qn[-1]["rel_l2"], rel=1e-6)
-    assert res.rel_l2 < 0.35  # measured 0.23 (the phases ordering above is the real check)
+    level0 = pd.read_csv(project / "data/train/level0/history.csv")
+    level1 = pd.read_csv(project / "data/train/level1/history.csv")
+    qn = pd.read_csv(project / "data/refine/history.csv")
+    metrics = json.loads((project / "metrics.json").read_text())
+    assert set(level0["level"]) == {"level0"} and set(level1["level"]) == {"level1"}
+    assert list(level0["step"]) == [50, 100, 150]
+    assert list(level1["step"]) == [200, 250, 300]  # the step count goes on across levels
+    with np.load(project / "data/export/level1.npz") as export:
+        assert int(export["extra/steps_done"]) == 300
+    assert list(qn["iteration"]) == [50, 100, 150] and metrics["refine_iterations"] == 150
+    assert qn["rel_l2"].iloc[-1] < level1["rel_l2"].iloc[-1] < level0["rel_l2"].iloc[0]
+    assert metrics["rel_l2"] == pytest.approx(qn["rel_l2"].iloc[-1], rel=1e-6)
+    assert metrics["rel_l2"] < 0.35  # measured 0.23 (the phases ordering above is the real check)
+
+
+# ----------------------------------------------------------------------------------------------
+# NTK diagnostics
+
+
+def _with_ntk(cfg, every: int, points: int):
+    """`cfg` with `train.ntk_every` / `train.ntk_points` set (whether or not the params schema
+    declares them yet)."""
+    train = cfg.train.model_copy(update={"ntk_every": every, "ntk_points": points})
+    return cfg.model_copy(update={"train": train})
+
+
+def _ntk_trainer(every: int = 5, points: int = 8, **over):
+    cfg = _with_ntk(_cfg(**{"model.width": 6, "model.depth": 1, **over}), every, points)
+    problem = make_problem(cfg.problem.name)
+    trainer, model = cascade.make_trainer(cfg, problem, "level0")
+    return trainer, cascade.state_template(trainer, model, cfg, "level0")
+
+
+def _brute_force_traces(trainer, params) -> dict[str, float]:
+    """tr(J Jᵀ) / M per term from the dense Jacobian J (M × P) of the flattened parameters,
+    by forward mode over the flattened parameters (jacfwd), summed in float64."""
+    from jax.flatten_util import ravel_pytree
+
+    flat, unravel = ravel_pytree(params)
+    z, ic_x, bc_z = trainer.ntk_points
+    problem = trainer.problem
+
+    def field(theta):
+        return lambda zz: trainer.u(unravel(theta), zz)
+
+    residuals = {"pde": lambda th: problem.residual(field(th), z),
+                 "ic": lambda th: problem.ic_residual(field(th), ic_x),
+                 "bc": lambda th: problem.boundary_residual(
+                     field(th), bc_z, exact_periodic=trainer.spec.exact_periodic)}
+    out = {}
+    for name in trainer.term_names:
+        jac = np.asarray(jax.jacfwd(residuals[name])(flat), dtype=np.float64)  # (M, P)
+        assert jac.shape[1] == flat.size
+        out[name] = float(np.sum(jac ** 2) / jac.shape[0])
+    return out
+
+
+@pytest.mark.parametrize("problem", ["burgers_1d", "allen_cahn_1d"])
+def test_ntk_trace_equals_brute_force_jacobian(problem):
+    trainer, s0 = _ntk_trainer(**{"problem.name": problem})
+    assert trainer.term_names == (("pde", "ic", "bc") if problem == "burgers_1d" else ("pde", "ic"))
+    _, m = trainer.run(s0, 1)  # step 0: computed on the initial parameters
+    expected = _brute_force_traces(trainer, s0.params)
+    for name in trainer.term_names:
+        assert float(m[f"ntk_{name}"]) == pytest.approx(expected[name], rel=2e-4), name
+        assert expected[name] > 0
+
+
+def test_ntk_every_n_steps_without_recompiling():
+    trainer, s = _ntk_trainer(every=7)
+    seen = []
+    for _ in range(6):  # 3 steps per call: steps 0-2, 3-5, ..., 15-17; computed at 0, 7, 14
+        s, m = trainer.run(s, 3)
+        seen.append(float(m["ntk_pde"]))
+    assert trainer.compiles == 1, "the NTK diagnostic retraced the jitted run"
+    assert all(np.isfinite(seen))
+    # calls 0, 1 (steps 0-5) carry step 0's value; calls 2, 3 (6-11) step 7's; 4, 5 step 14's
+    assert seen[0] == seen[1] and seen[2] == seen[3] and seen[4] == seen[5]
+    assert len({seen[0], seen[2], seen[4]}) == 3
+    assert int(s.step) == 18
+
+    # the value at step 7 is the trace at the parameters before step 7's update
+    trainer2, s2 = _ntk_trainer(every=7)
+    s2, _ = trainer2.run(s2, 7)
+    assert float(trainer2.ntk_traces(s2.params)[0]) == pytest.approx(seen[2], rel=1e-6)
+
+
+def test_ntk_resumed_between_computations_has_a_value_at_once():
+    trainer, s = _ntk_trainer(every=100)
+    s, _ = trainer.run(s, 3)
+    fresh, _ = _ntk_trainer(every=100)  # another process resuming at step 3
+    _, m = fresh.run(s, 2)
+    assert np.isfinite(float(m["ntk_pde"]))
+    assert float(m["ntk_pde"]) == pytest.approx(float(fresh.ntk_traces(s.params)[0]), rel=1e-6)
+
+
+def test_ntk_off_by_default_and_under_lax_cond_when_on():
+    cfg = _cfg()
+    problem = make_problem("burgers_1d")
+    trainer, model = cascade.make_trainer(cfg, problem, "level0")
+    state = cascade.state_template(trainer, model, cfg, "level0")
+    _, m = trainer.run(state, 2)
+    assert not [k for k in m if k.startswith("ntk_")]
+    off = str(jax.make_jaxpr(lambda s: trainer._run_impl(s, 2))(state))
+
+    on_trainer, on_state = _ntk_trainer(every=5, **{"model.width": 16, "model.depth": 2})
+    on = str(jax.make_jaxpr(lambda s, n: on_trainer._run_impl(s, 2, n))(
+        on_state, on_trainer._ntk_last))
+    # one more conditional: the Jacobians are only evaluated in its taken branch
+    assert on.count("cond[") == off.count("cond[") + 1
+    # the step itself is unchanged: same parameters after the same steps
+    s_off, _ = trainer.run(state, 4)
+    s_on, _ = on_trainer.run(on_state, 4)
+    for a, b in zip(jax.tree_util.tree_leaves(s_off.params), jax.tree_util.tree_leaves(s_on.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
