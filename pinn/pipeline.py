@@ -29,6 +29,8 @@ class StageNode(NamedTuple):
     name: str  # DVC address, e.g. "train@level0"
     cmd: str
     upstream: tuple[str, ...]
+    deps: tuple[str, ...] = ()  # paths, relative to the project root
+    outs: tuple[str, ...] = ()  # outs, metrics and plots
 
 
 def source_root() -> Path:
@@ -56,6 +58,8 @@ def read_dag(root: str | Path) -> list[StageNode]:
                 name=names[stage],
                 cmd=" && ".join(stage.cmd) if isinstance(stage.cmd, list) else (stage.cmd or ""),
                 upstream=tuple(sorted(names[dep] for dep in graph.successors(stage))),
+                deps=tuple(d.def_path for d in stage.deps),
+                outs=tuple(o.def_path for o in stage.outs),
             )
             for stage in order
         ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -35,29 +36,28 @@ def fingerprint(cfg: Params, stage: str, inputs: list[Path]) -> str:
 
 
 class Resume:
-    """In-progress state of one stage in `directory`: orbax checkpoints + the partial history.
+    """In-progress state of one stage: orbax checkpoints + the partial history, kept in
+    `<directory>/<fingerprint>/`.
 
-    Only reused when its fingerprint matches; a directory from other params or inputs, or whose
-    history is unreadable (damaged), is removed and the stage starts over.
+    Checkpoints of other params or inputs live under their own fingerprints and are left alone
+    (switching back to those params resumes them); a directory whose history is unreadable
+    (damaged) is removed and the stage starts over. `finish()` removes this run's directory only.
     """
 
     def __init__(self, directory: Path, fp: str):
         from pinn.checkpoint import Checkpointer
 
-        self.directory = Path(directory)
-        stamp = self.directory / "fingerprint"
-        if self.directory.exists():
-            reason = None
-            if not stamp.exists() or stamp.read_text() != fp:
-                reason = "from other params or inputs"
-            elif self._read_history() is None:
-                reason = "its history.json is damaged"
-            if reason:
-                log.warning("%s: %s: discarded, starting over", self.directory, reason)
-                print(f"{self.directory}: {reason}: discarded, starting over", file=sys.stderr)
-                shutil.rmtree(self.directory)
+        self.directory = Path(directory) / fp
+        if self.directory.exists() and self._read_history() is None:
+            log.warning("%s: its history.json is damaged: discarded, starting over", self.directory)
+            print(f"{self.directory}: its history.json is damaged: discarded, starting over",
+                  file=sys.stderr)
+            shutil.rmtree(self.directory)
+        others = [p.name for p in Path(directory).glob("*") if p.is_dir() and p.name != fp]
+        if others:
+            print(f"{directory}: in-progress checkpoints of other params or inputs ({', '.join(others)}) "
+                  "left alone", file=sys.stderr)
         self.directory.mkdir(parents=True, exist_ok=True)
-        io.write_text(stamp, fp)
         self.checkpoints = Checkpointer(self.directory / "ckpt")
 
     def _read_history(self) -> list[dict] | None:
@@ -85,6 +85,8 @@ class Resume:
         self.checkpoints.save(step, state)
 
     def finish(self) -> None:
-        """The stage completed: its in-progress state is no longer needed."""
+        """The stage completed: this run's in-progress state is no longer needed."""
         self.checkpoints.close()
         shutil.rmtree(self.directory, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.directory.parent.rmdir()  # when no other params' checkpoints are left
