@@ -6,8 +6,10 @@ Writes (merging) `benchmarks/results/<hardware>.json` keys:
   minimal hand-written jitted JAX step of the same math (same network, residual, Adam). Target >= 1.
 - `hard_bank_overhead`: wall time per step with the hard-bank sampler over uniform at seed 001's
   batch (4096) and refresh cadence. Target <= 1.10 (seed 001 paid 1.74).
-- `time_to_rel_l2_1e-3_s` and `final_rel_l2`: the best configurations found (`BEST`) run end to end;
-  the first wall time at which rel L2 <= 1e-3 (compile time included), and the final rel L2.
+- `time_to_rel_l2_{1e-3,1e-4,1e-5}_s` and `final_rel_l2`: the best configurations found
+  (`benchmarks/params/<problem>.yaml`) run through the pipeline (`dvc repro` in a project of their
+  own, as `pinn run --params` does); the first training wall time at which rel L2 reaches each
+  threshold (compilation included), the final rel L2 and the curve.
 
     python benchmarks/suite.py [--only speed|accuracy] [--problems ...]
 """
@@ -29,44 +31,8 @@ import optax  # noqa: E402
 from benchmarks.common import merge_results  # noqa: E402
 from pinn.config import validate_params  # noqa: E402
 
-# ---------------------------------------------------------------------------------------------
-# best configurations found (CPU budgets); see benchmarks/README.md for how they were chosen
-
-BEST = {
-    "burgers_1d": {
-        "problem": {"name": "burgers_1d"},
-        "model": {"width": 20, "depth": 3},
-        "collocation": {"num_points": 4096},
-        "sampling": {"batch_size": 2048},
-        "multilevel": {"num_levels": 1, "levels": {"level0": {"steps": 2000, "init_from": "init"}}},
-        "optimizer": {"learning_rate": 0.005},
-        "refine": {"method": "ssbroyden", "iterations": 12000, "block_size": 250,
-                   "resample_every_blocks": 1},
-        "train": {"log_every": 500},
-    },
-    "allen_cahn_1d": {
-        "problem": {"name": "allen_cahn_1d"},
-        "model": {"width": 30, "depth": 3},
-        "collocation": {"num_points": 4096},
-        "sampling": {"batch_size": 2048},
-        "multilevel": {"num_levels": 1, "levels": {"level0": {"steps": 3000, "init_from": "init"}}},
-        "optimizer": {"learning_rate": 0.005},
-        "refine": {"method": "ssbroyden", "iterations": 12000, "block_size": 250,
-                   "resample_every_blocks": 1},
-        "train": {"log_every": 500},
-    },
-    "allen_cahn_2d": {
-        "problem": {"name": "allen_cahn_2d"},
-        "model": {"width": 32, "depth": 3},
-        "collocation": {"num_points": 4096},
-        "sampling": {"batch_size": 2048},
-        "multilevel": {"num_levels": 1, "levels": {"level0": {"steps": 3000, "init_from": "init"}}},
-        "optimizer": {"learning_rate": 0.005},
-        "refine": {"method": "ssbroyden", "iterations": 2000, "block_size": 250,
-                   "resample_every_blocks": 1},
-        "train": {"log_every": 500},
-    },
-}
+#: the best configurations found (CPU budgets), as params files run through the pipeline
+PARAMS = Path(__file__).resolve().parent / "params"
 
 
 def _median_time(fn, state, repeats: int) -> tuple[float, object]:
@@ -190,24 +156,57 @@ def hard_bank_overhead(steps: int = 300, repeats: int = 5, width: int = 64) -> d
             "target": "<= 1.10"}
 
 
-def accuracy_runs(problems) -> tuple[dict, dict]:
-    from pinn.experiment import run
-    from pinn.problems import make_problem
+def pipeline_curve(project: Path, levels: list[str]) -> list[dict]:
+    """One row per log interval of every phase of a finished pipeline run in `project`: the levels'
+    histories, then the refinement's, with `wall_s` counted from the first training step (each
+    stage's own clock offset by the stages before it; process start-up and imports excluded)."""
+    import pandas as pd
+
+    rows, offset = [], 0.0
+    for level in levels:
+        frame = pd.read_csv(project / "data" / "train" / level / "history.csv")
+        rows += [{"phase": level, "step": int(r.step), "wall_s": offset + float(r.wall_s),
+                  "rel_l2": float(r.rel_l2)} for r in frame.itertuples()]
+        offset = rows[-1]["wall_s"] if rows else offset
+    steps = rows[-1]["step"] if rows else 0
+    refine = pd.read_csv(project / "data" / "refine" / "history.csv")
+    rows += [{"phase": "refine", "step": steps + int(r.iteration), "wall_s": offset + float(r.wall_s),
+              "rel_l2": float(r.rel_l2)} for r in refine.itertuples()]
+    return rows
+
+
+def accuracy_runs(problems, workdir: Path) -> tuple[dict, dict]:
+    """Each problem's params file (benchmarks/params/<problem>.yaml) through the pipeline —
+    `dvc repro --force` in a project of its own, exactly what `pinn run --params` does."""
+    import json
+
+    from pinn import pipeline
+    from pinn.config import load_params
 
     times, finals = {}, {}
     for name in problems:
-        cfg = validate_params(BEST[name])
-        reference = make_problem(name).reference(progress=False)
-        res = run(cfg, reference)
-        hit = next((r["wall_s"] for r in res.history if r.get("rel_l2", 1.0) <= 1e-3), None)
-        hit4 = next((r["wall_s"] for r in res.history if r.get("rel_l2", 1.0) <= 1e-4), None)
-        times[name] = hit
-        times[f"{name}@1e-4"] = hit4
-        finals[name] = {"rel_l2": res.rel_l2, "max_abs": res.max_abs, "adam_steps": res.steps,
-                        "qn_iterations": res.refine_iterations, "wall_s": round(res.wall_s, 1),
-                        "config": BEST[name],
-                        "curve": [(round(r["wall_s"], 1), r.get("rel_l2")) for r in res.history]}
-        print(f"{name}: rel L2 {res.rel_l2:.3e} in {res.wall_s:.0f} s; <=1e-3 after {hit} s", flush=True)
+        params = PARAMS / f"{name}.yaml"
+        cfg = load_params(params)
+        project = pipeline.make_project(workdir / name, params)
+        t0 = time.perf_counter()
+        if pipeline.repro(project, force=True) != 0:
+            raise SystemExit(f"{name}: the pipeline failed (see above)")
+        wall = time.perf_counter() - t0
+        metrics = json.loads((project / "metrics.json").read_text())
+        curve = pipeline_curve(project, list(cfg.multilevel.levels))
+        for threshold in ("1e-3", "1e-4", "1e-5"):
+            hit = next((r["wall_s"] for r in curve if r["rel_l2"] <= float(threshold)), None)
+            times[f"{name}@{threshold}"] = None if hit is None else round(hit, 1)
+        finals[name] = {"rel_l2": metrics["rel_l2"], "max_abs": metrics["max_abs"],
+                        "adam_steps": sum(lv.steps for lv in cfg.multilevel.levels.values()),
+                        "qn_iterations": int(metrics.get("refine_iterations", 0)),
+                        "training_wall_s": round(curve[-1]["wall_s"], 1),
+                        "dvc_repro_wall_s": round(wall, 1),
+                        "params": f"benchmarks/params/{name}.yaml", "seed": cfg.seed,
+                        "runner": "dvc repro (pinn run --params)",
+                        "curve": [(round(r["wall_s"], 1), r["step"], r["rel_l2"]) for r in curve]}
+        print(f"{name}: rel L2 {metrics['rel_l2']:.3e}; dvc repro {wall:.0f} s; "
+              f"<=1e-3 after {times[name + '@1e-3']} s", flush=True)
     return times, finals
 
 
@@ -224,6 +223,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=["speed", "accuracy"], default=None)
     ap.add_argument("--problems", nargs="+", default=["burgers_1d", "allen_cahn_1d", "allen_cahn_2d"])
+    ap.add_argument("--workdir", type=Path, default=Path("runs") / "benchmarks",
+                    help="Where the pipeline projects are made (kept for inspection).")
     args = ap.parse_args(argv)
     if args.only in (None, "speed"):
         r = step_ratio()
@@ -234,14 +235,12 @@ def main(argv=None) -> int:
         merge_results("hard_bank_overhead", h)
     if args.only in (None, "accuracy"):
         for problem in args.problems:  # merged after each problem: a cut-off run keeps what it did
-            times, finals = accuracy_runs([problem])
-            t3 = {k: v for k, v in times.items() if "@" not in k}
-            t4 = {k.split("@")[0]: v for k, v in times.items() if k.endswith("@1e-4")}
+            times, finals = accuracy_runs([problem], args.workdir)
             old = _existing()
-            merge_results("time_to_rel_l2_1e-3_s", {**old.get("time_to_rel_l2_1e-3_s", {}), **t3,
-                                                    "targets": {"allen_cahn_1d": 600, "burgers_1d": 300}})
-            merge_results("time_to_rel_l2_1e-4_s", {**old.get("time_to_rel_l2_1e-4_s", {}), **t4,
-                                                    "targets": {"allen_cahn_1d (one H100)": 300}})
+            for threshold in ("1e-3", "1e-4", "1e-5"):
+                key = f"time_to_rel_l2_{threshold}_s"
+                found = {k.split("@")[0]: v for k, v in times.items() if k.endswith("@" + threshold)}
+                merge_results(key, {**old.get(key, {}), **found})
             merge_results("final_rel_l2", {**old.get("final_rel_l2", {}), **finals})
     return 0
 

@@ -288,6 +288,25 @@ class TrainConfig(_Section):
     divergence_lr_factor: float = Field(0.5, gt=0, lt=1)
 
 
+class ReferenceConfig(_Section):
+    """How accurate the reference must be for accuracy figures to mean something.
+
+    The reference stage certifies its solution by solving again at doubled resolution
+    (`est_rel_error`). Above `warn_above` it warns and the report marks every accuracy figure as
+    limited by the reference; above `fail_above` it fails unless `allow_inaccurate` is true.
+    """
+
+    warn_above: float = Field(1e-6, gt=0)
+    fail_above: float = Field(1e-2, gt=0)
+    allow_inaccurate: bool = False
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.warn_above > self.fail_above:
+            raise ValueError(f"warn_above = {self.warn_above}: must be <= fail_above ({self.fail_above})")
+        return self
+
+
 class EvaluateConfig(_Section):
     #: points per compiled evaluation call on the reference grid (bounds memory; same result)
     chunk_size: int = Field(65536, gt=0)
@@ -343,6 +362,7 @@ class Params(_Section):
     optimizer: OptimizerConfig = OptimizerConfig()
     refine: RefineConfig = RefineConfig()
     train: TrainConfig = TrainConfig()
+    reference: ReferenceConfig = ReferenceConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     report: ReportConfig = ReportConfig()
     distributed: DistributedConfig = DistributedConfig()

@@ -142,6 +142,7 @@ ALTERNATIVE = {
                "rad_k": 2.0, "rad_c": 0.5},
     "train": {"log_every": 5, "checkpoint_every": 10, "precision": "float64",
               "max_divergence_retries": 2, "divergence_lr_factor": 0.25},
+    "reference": {"warn_above": 1e-5, "fail_above": 0.5, "allow_inaccurate": True},
     "evaluate": {"chunk_size": 1000},
     "report": {"title": "another title", "dpi": 30, "snapshot_times": [0.0, 1.0]},
     # (coordinator, process count and id choose which runtime to join, not what is computed)

@@ -49,6 +49,8 @@ def main(
         "rel_l2": acc.rel_l2,
         "max_abs": acc.max_abs,
         "reference_est_rel_error": float(ref.est_rel_error),
+        # the reference's own error is above reference.warn_above: figures are limited by it
+        "reference_limited": not float(ref.est_rel_error) <= cfg.reference.warn_above,
     }
     result.update({k: float(v) for k, v in extras.items() if v.shape == ()})
     grid = {"t": ref.t, "x": ref.x, **({"y": ref.y} if ref.y is not None else {})}
