@@ -298,7 +298,7 @@ class ReferenceConfig(_Section):
 
     warn_above: float = Field(1e-6, gt=0)
     fail_above: float = Field(1e-2, gt=0)
-    allow_inaccurate: bool = False
+    allow_inaccurate: StrictBool = False
 
     @model_validator(mode="after")
     def _order(self):
