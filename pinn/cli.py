@@ -56,7 +56,9 @@ def reference(
 @one_line_errors
 def check_params(params: Path = typer.Argument(Path("params.yaml"))):
     """Validate a params file; prints 'ok' or the errors (naming each key)."""
-    _load(params)
+    from pinn.stages.gate import check_feasible
+
+    check_feasible(_load(params), str(params))
     typer.echo(f"{params}: ok")
 
 
@@ -78,8 +80,9 @@ def run(
     only ever reads a project's own params.yaml, and this one is left untouched.
     """
     from pinn import pipeline
+    from pinn.stages.gate import check_feasible
 
-    _load(params)
+    check_feasible(_load(params), str(params))
     root = Path(".")
     if workdir is not None or params.absolute() != Path("params.yaml").absolute():
         root = pipeline.make_project(workdir or Path("runs") / params.stem, params)

@@ -378,36 +378,7 @@ class Params(_Section):
                     f"sampling.rar_d.capacity = {s.rar_d.capacity}: must be >= the number of "
                     f"initial points min(sampling.batch_size, collocation.num_points) = {initial}"
                 )
-        _check_dense_refinement(self)
         return self
-
-
-#: the refinement methods with a dense n×n inverse Hessian: `pinn.optim.ssbroyden.VARIANTS`
-#: (tests/test_gate.py checks that the two agree)
-DENSE_REFINE_METHODS = ("bfgs", "ssbfgs", "ssbroyden")
-
-
-def _check_dense_refinement(params: Params) -> None:
-    """`pinn.optim.check_dense_size` for the finest network of a dense quasi-Newton refinement:
-    the part params alone decide (its parameter count, by shape evaluation only); the memory part
-    needs the device and is checked where the refinement runs."""
-    import sys
-
-    if params.refine.method not in DENSE_REFINE_METHODS:  # (so the usual gate imports no optax)
-        return
-    from flax import nnx
-
-    from pinn.models import count_params, make_model, split
-    from pinn.optim import check_dense_size
-    from pinn.problems import make_problem
-
-    problem = make_problem(params.problem.name)
-    model = nnx.eval_shape(lambda: make_model(params.model, problem, seed=params.seed))
-    try:
-        check_dense_size(count_params(split(model)[1]), params.refine.method,
-                         memory_bytes=sys.maxsize)
-    except UserError as e:
-        raise ValueError(str(e)) from None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ import yaml
 from pydantic import BaseModel
 
 from pinn.config import ConfigError, Params, load_params, validate_params
+from pinn.stages.gate import DENSE_REFINE_METHODS, check_feasible
 
 ROOT = Path(__file__).resolve().parents[1]
 #: exceptions that are never user errors about params (a diverged run, a process exit, a skipped
@@ -417,6 +418,8 @@ SITES: dict[Site, Gate | Internal | Input] = {
     Site("pinn/stages/train.py", "main", "--level "):
         Input("the --level command-line argument: one line naming it"),
     Site("pinn/stages/train.py", "main", ""): Input(FILES),
+    Site("pinn/stages/gate.py", "check_feasible", ""):
+        Internal("re-raises check_dense_size's error (its own site above) with the file name"),
     Site("pinn/stages/reference.py", "main", "reference "):
         Input("the solved reference's own error estimate is above reference.fail_above: known "
               "only after solving; one line naming the key, nothing written"),
@@ -476,9 +479,9 @@ GATED = [(site, entry) for site, entry in SITES.items() if isinstance(entry, Gat
 
 @pytest.mark.parametrize("site,entry", GATED, ids=[f"{s.file}:{s.function}:{s.prefix}" for s, _ in GATED])
 def test_gate_rejects_what_the_site_would_raise(site, entry):
-    validate_params(BASE)  # the base itself is valid
+    check_feasible(validate_params(BASE))  # the base itself is valid
     with pytest.raises(ConfigError) as err:
-        validate_params(_merged(BASE, entry.override), source="params.yaml")
+        check_feasible(validate_params(_merged(BASE, entry.override), source="params.yaml"))
     lines = str(err.value).splitlines()
     assert any(line.startswith(f"params.yaml: {entry.key} = ") for line in lines), lines
     assert all(line.startswith("params.yaml: ") for line in lines)
@@ -531,7 +534,6 @@ def test_every_bad_coefficient_is_one_line(tmp_path):
 
 
 def test_dense_methods_agree_with_the_optimizers():
-    from pinn.config import DENSE_REFINE_METHODS
     from pinn.optim.ssbroyden import VARIANTS
 
     assert tuple(DENSE_REFINE_METHODS) == tuple(VARIANTS)

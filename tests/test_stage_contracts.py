@@ -15,6 +15,7 @@ import ast
 import copy
 import importlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -297,3 +298,29 @@ def test_runs_in_one_process_equal_a_fresh_process(tmp_path):
     assert runs[1] != runs[0]
     x = np.load(tmp_path / "run2" / "data/train/level1/samples.npz")["points"]
     assert x.dtype == np.float32  # a float32 run draws float32 points after a float64 one
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. `pinn run --params FILE` runs FILE, in a project of its own
+
+
+@pytest.mark.slow
+def test_pinn_run_with_another_params_file_runs_that_file(tmp_path):
+    other = tmp_path / "other.yaml"
+    other.write_text(TINY.read_text().replace("title: Regression benchmark", "title: Another file"))
+    pinn_cli = Path(sys.executable).parent / "pinn"
+    proc = subprocess.run([str(pinn_cli), "run", "--params", str(other)], cwd=tmp_path,
+                          capture_output=True, text=True, env=pipeline.subprocess_env())
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    project = tmp_path / "runs" / "other"
+    assert (project / "params.yaml").read_text() == other.read_text()
+    assert "Another file" in (project / "report" / "report.md").read_text()
+    assert str(project / "report" / "report.md") in proc.stdout
+    assert not (tmp_path / "params.yaml").exists()  # nothing written where it was called
+    history = pd.read_csv(project / "data" / "train" / "level0" / "history.csv")
+    assert len(history) == 4 and np.isfinite(history["loss"]).all()
+    # a rerun reruns nothing but the gate
+    again = subprocess.run([str(pinn_cli), "run", "--params", str(other)], cwd=tmp_path,
+                           capture_output=True, text=True, env=pipeline.subprocess_env())
+    assert again.returncode == 0
+    assert set(re.findall(r"Running stage '([^']+)'", again.stdout + again.stderr)) == {"params"}

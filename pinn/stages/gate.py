@@ -16,8 +16,37 @@ import typer
 import yaml
 
 from pinn import io
+from pinn.config import ConfigError, Params
 from pinn.errors import UserError
 from pinn.stages.common import PARAMS, command, read_params
+
+#: the refinement methods with a dense n×n inverse Hessian: `pinn.optim.ssbroyden.VARIANTS`
+#: (tests/test_gate.py checks that the two agree)
+DENSE_REFINE_METHODS = ("bfgs", "ssbfgs", "ssbroyden")
+
+
+def check_feasible(params: Params, source: str = "params.yaml") -> None:
+    """Checks that need the library, not only the schema (`pinn.config` validates that): a dense
+    quasi-Newton refinement whose n×n inverse Hessian is too large for its parameter count
+    (`pinn.optim.check_dense_size`; the memory part needs the device and is checked where the
+    refinement runs). Raises `ConfigError` naming the key. Run by the gate and `pinn check-params`,
+    so the stages' own imports (and code dependencies) stay those of the schema."""
+    if params.refine.method not in DENSE_REFINE_METHODS:
+        return
+    import sys
+
+    from flax import nnx
+
+    from pinn.models import count_params, make_model, split
+    from pinn.optim import check_dense_size
+    from pinn.problems import make_problem
+
+    problem = make_problem(params.problem.name)
+    model = nnx.eval_shape(lambda: make_model(params.model, problem, seed=params.seed))
+    try:
+        check_dense_size(count_params(split(model)[1]), params.refine.method, memory_bytes=sys.maxsize)
+    except UserError as e:
+        raise ConfigError(f"{source}: {e}") from None
 
 
 def declared_params(dvcfile: Path, levels: list[str]) -> dict[str, str]:
@@ -49,6 +78,7 @@ def main(
     stamp: Path = typer.Option(..., "--stamp", help="Written (constant content) when valid."),
 ) -> None:
     cfg = read_params(params)
+    check_feasible(cfg, str(params))
     data = yaml.safe_load(params.read_text())
     for key, stage in declared_params(dvcfile, list(cfg.multilevel.levels)).items():
         if not _present(data, key):

@@ -56,6 +56,11 @@ def main(
         if skipped:
             params_out = carry.params
         else:
+            from pinn.models import count_params
+            from pinn.optim import check_dense_size
+
+            # the memory part of the dense check (the gate checked the parameter count)
+            check_dense_size(count_params(carry.params), cfg.refine.method)
             weights = np.asarray(trainer.balancer.weights(carry.balancer_state))
             saved = Resume(resume, fingerprint(cfg, "refine", [start, collocation, reference]))
 
