@@ -286,6 +286,10 @@ class TrainConfig(_Section):
     #: the learning rate by `divergence_lr_factor`, retry; fail after `max_divergence_retries`
     max_divergence_retries: int = Field(3, ge=0)
     divergence_lr_factor: float = Field(0.5, gt=0, lt=1)
+    #: NTK diagnostics: every `ntk_every` steps (0 = off) log per loss term the trace of its
+    #: empirical neural-tangent-kernel block on `ntk_points` fixed points (`pinn.train`)
+    ntk_every: int = Field(0, ge=0)
+    ntk_points: int = Field(64, gt=0)
 
 
 class ReferenceConfig(_Section):
