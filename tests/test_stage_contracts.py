@@ -325,3 +325,14 @@ def test_pinn_run_with_another_params_file_runs_that_file(tmp_path):
                            capture_output=True, text=True, env=pipeline.subprocess_env())
     assert again.returncode == 0
     assert set(re.findall(r"Running stage '([^']+)'", again.stdout + again.stderr)) == {"params"}
+
+
+@pytest.mark.slow
+def test_dvc_repro_and_the_in_process_runner_give_the_same_numbers(tmp_path):
+    """Benchmarks and studies run `dvc repro`; tests may run the same commands in-process: on the
+    same params both give the same exports, refined network and metrics, bit for bit."""
+    by_dvc = pipeline.make_project(tmp_path / "dvc", TINY)
+    assert pipeline.repro(by_dvc) == 0
+    in_process = pipeline.make_project(tmp_path / "in-process", TINY)
+    pipeline.run_in_process(in_process)
+    assert _results(by_dvc) == _results(in_process)
