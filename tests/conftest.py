@@ -1,11 +1,17 @@
-"""Shared fixtures for the pipeline-level tests (test_pipeline_dvc.py, test_flows.py).
+"""Shared fixtures and helpers for the pipeline-level tests (test_pipeline_dvc.py, test_flows.py,
+test_reliability.py, test_params_errors.py, test_distributed.py).
 
 `built_project` (once per session) is a temporary git + DVC project holding this repository's
-dvc.yaml, the stage sources and the tiny benchmark params (benchmarks/regression/params.yaml),
-after one `dvc repro`; `built_copy` is a fresh copy of it per test (mtimes preserved, so DVC sees
-it unchanged), `tiny_project` the same project not yet built. Subprocesses share a persistent JAX
-compilation cache under pytest's cache directory: every `pinn stage` is a new process that would
-otherwise recompile the same training step.
+dvc.yaml, the `pinn` package its stages run and the tiny benchmark params
+(benchmarks/regression/params.yaml), after one `dvc repro`; `built_copy` is a fresh copy of it per
+test (mtimes preserved, so DVC sees it unchanged), `tiny_project` the same project not yet built.
+
+`stage(project, env, "train@level0")` runs one stage the way `dvc repro` does: its command line
+is read from DVC's graph of dvc.yaml (`pinn.pipeline.read_dag`, foreach expanded with the
+project's params), so the stages' paths are written in dvc.yaml only; `python` is this
+environment's interpreter. Subprocesses share a persistent JAX compilation cache under pytest's
+cache directory: every stage is a new process that would otherwise recompile the same training
+step.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,10 +31,12 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from pinn import pipeline
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY_PARAMS = ROOT / "benchmarks" / "regression" / "params.yaml"
-#: what a project needs besides params.yaml: the DAG, and the sources its stages depend on
-PROJECT_FILES = ("dvc.yaml", ".dvcignore", "pinn", "benchmarks/results")
+#: what a project needs besides params.yaml: the DAG, and the package its stages run
+PROJECT_FILES = pipeline.PROJECT_FILES
 #: the stages of dvc.yaml (foreach expanded) for the tiny params' two levels
 STAGES = ["params", "reference", "collocation", "init", "train@level0", "train@level1", "refine",
           "evaluate", "report"]
@@ -45,8 +55,56 @@ def dvc(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedP
 
 
 def pinn(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    """The `pinn` console script of this environment (as dvc.yaml's commands call it)."""
+    """The `pinn` console script of this environment (`pinn check-params`, `pinn run`)."""
     return run([str(Path(sys.executable).parent / "pinn"), *args], project, env)
+
+
+_COMMANDS: dict[tuple[bytes, bytes], dict[str, str]] = {}
+_COMMANDS_LOCK = threading.Lock()  # (stages may be started from several threads)
+
+
+def stage_commands(project: Path, dag_of: Path | None = None) -> dict[str, str]:
+    """{DVC stage address ("params", "train@level0", ...): its command} of `project`'s pipeline:
+    its own dvc.yaml, or this checkout's for a project of stage inputs only; foreach is expanded
+    with the params.yaml of `dag_of` (default: `project`). Read by DVC itself
+    (`pinn.pipeline.read_dag`), in a scratch copy so that the project is not touched."""
+    source = dag_of if dag_of is not None else project
+    dvcfile = project / "dvc.yaml" if (project / "dvc.yaml").is_file() else ROOT / "dvc.yaml"
+    key = (dvcfile.read_bytes(), (source / "params.yaml").read_bytes())
+    with _COMMANDS_LOCK:
+        if key not in _COMMANDS:
+            with tempfile.TemporaryDirectory() as scratch:
+                (Path(scratch) / ".dvc").mkdir()
+                (Path(scratch) / ".dvc" / "config").write_text("[core]\n    no_scm = True\n")
+                (Path(scratch) / "dvc.yaml").write_bytes(key[0])
+                (Path(scratch) / "params.yaml").write_bytes(key[1])
+                _COMMANDS[key] = {node.name: node.cmd for node in pipeline.read_dag(scratch)}
+        return _COMMANDS[key]
+
+
+def stage_argv(project: Path, name: str, dag_of: Path | None = None) -> list[str]:
+    """Stage `name`'s command line in dvc.yaml, `python -m pinn.stages.<module> ARGS...`, with this
+    environment's interpreter for `python`."""
+    commands = stage_commands(project, dag_of)
+    assert name in commands, f"no stage {name!r} in dvc.yaml (stages: {', '.join(commands)})"
+    module, args = pipeline.stage_module(commands[name])
+    return [sys.executable, "-m", module, *args]
+
+
+def stage_option(project: Path, name: str, option: str, dag_of: Path | None = None) -> Path:
+    """The path given to `option` ("--resume", "--export", ...) on stage `name`'s command line in
+    dvc.yaml, relative to the project."""
+    argv = stage_argv(project, name, dag_of)
+    assert argv.count(option) == 1, f"{option} not once in {argv}"
+    return Path(argv[argv.index(option) + 1])
+
+
+def stage(project: Path, env: dict[str, str], name: str, *args: str,
+          dag_of: Path | None = None) -> subprocess.CompletedProcess:
+    """Run stage `name` ("reference", "train@level0", ...) in `project` as `dvc repro` would (its
+    command from dvc.yaml, see `stage_argv`), followed by `args` (an option given again there
+    overrides the command's own: `stage(p, env, "refine", "--params", "other.yaml")`)."""
+    return run([*stage_argv(project, name, dag_of), *args], project, env)
 
 
 def output_of(proc: subprocess.CompletedProcess) -> str:
@@ -94,7 +152,7 @@ def set_params(project: Path, **dotted: object) -> None:
 
 
 def make_tiny_project(dest: Path, env: dict[str, str], params: Path = TINY_PARAMS) -> Path:
-    """A git repository with dvc.yaml, the stage sources, `params` as params.yaml, DVC initialised
+    """A git repository with dvc.yaml, the `pinn` package, `params` as params.yaml, DVC initialised
     and everything committed: `dvc repro` (and `dvc exp`) work in it."""
     dest.mkdir(parents=True)
     for name in PROJECT_FILES:
@@ -116,7 +174,7 @@ def make_tiny_project(dest: Path, env: dict[str, str], params: Path = TINY_PARAM
 
 @pytest.fixture(scope="session")
 def pipeline_env(pytestconfig, tmp_path_factory) -> dict[str, str]:
-    """Environment for `dvc`/`pinn` subprocesses: this venv's scripts first on PATH, a shared
+    """Environment for `dvc`/`pinn`/stage subprocesses: this venv's scripts first on PATH, a shared
     persistent JAX compilation cache, DVC's per-repo state kept in a temporary directory."""
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])

@@ -349,16 +349,41 @@ def test_two_processes_end_with_identical_params(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # ablation sweeps beyond one machine: DVC's experiment queue
 
+def _init_export_md5(project: Path) -> str:
+    """md5 (DVC's hash of a file) of the `init` stage's output in `project`, computed here by its
+    dvc.yaml command, run in this process."""
+    import hashlib
+    import importlib
+
+    from conftest import stage_argv
+
+    from pinn.stages.common import invoke
+
+    _, _, module, *args = stage_argv(project, "init")
+    cwd = os.getcwd()
+    os.chdir(project)
+    try:
+        invoke(importlib.import_module(module).main, args)
+    finally:
+        os.chdir(cwd)
+    return hashlib.md5((project / args[args.index("--out") + 1]).read_bytes()).hexdigest()
+
+
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
-def test_dvc_queue_runs_two_experiments_in_parallel(tiny_project, pipeline_env):
+def test_dvc_queue_runs_two_experiments_in_parallel(tiny_project, pipeline_env, tmp_path):
     """`dvc exp run --queue -S …` twice, `dvc queue start --jobs 2`, wait, check `dvc exp show`.
 
     `tiny_project` (tests/conftest.py): a temporary git + DVC repo with the project's dvc.yaml,
-    stage sources and tiny params. The experiments target the `init` stage only (seconds each):
-    the whole tiny pipeline takes minutes per experiment on a loaded 2-core CPU, too long here;
-    the queue route is the same for any target (docs/distributed.md).
+    the `pinn` package and tiny params. The experiments target the `init` stage only (seconds
+    each; DVC runs the `params` gate first): the whole tiny pipeline takes minutes per experiment
+    on a loaded 2-core CPU, too long here; the queue route is the same for any target
+    (docs/distributed.md). Each experiment's recorded output must be exactly what the init stage
+    computes for its seed (here, from scratch): nothing restored from DVC's run cache or from
+    another experiment's workspace may stand in for it.
     """
     pytest.importorskip("dvc")
+    import yaml
+
     repo, env = tiny_project, pipeline_env
     dvc = [sys.executable, "-m", "dvc"]
 
@@ -402,3 +427,9 @@ def test_dvc_queue_runs_two_experiments_in_parallel(tiny_project, pipeline_env):
     assert experiments["seed1"][0] == 1 and experiments["seed2"][0] == 2
     hashes = {h for _, h in experiments.values()}
     assert None not in hashes and len(hashes) == 2, experiments  # two different seeded networks
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for seed in (1, 2):
+        scratch = tmp_path / f"seed{seed}"
+        scratch.mkdir()
+        (scratch / "params.yaml").write_text(yaml.safe_dump({**params, "seed": seed}, sort_keys=False))
+        assert experiments[f"seed{seed}"][1] == _init_export_md5(scratch), f"seed {seed}"

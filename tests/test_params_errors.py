@@ -1,10 +1,10 @@
 """Malformed params.yaml: every case stops with a one-line message naming the key path (one line per
 bad key), no traceback, no training, and no output touched — through `pinn check-params`,
-`pinn stage train`, and (a representative subset) `dvc repro` and the Prefect pipeline flow.
+the `train@level0` stage, and (a representative subset) `dvc repro` and the Prefect pipeline flow.
 
 The table is run once per module (`table_results`), each case in its own copy of a project whose
 reference, collocation and init outputs exist: `pinn check-params` as a subprocess for every case;
-`pinn stage train --level level0` in-process (typer's CliRunner on the same app; an escaping
+`train@level0`'s dvc.yaml command in-process (typer's CliRunner on the stage's `main`; an escaping
 exception counts as a traceback) for every case and as a subprocess for a subset (each such process
 spends ~1 CPU-second importing JAX). The per-case tests then check the recorded results.
 """
@@ -26,7 +26,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from conftest import make_tiny_project, output_of, pinn, stages_ran
+from conftest import make_tiny_project, output_of, pinn, stage, stage_argv, stages_ran
 
 VALID = {
     "seed": 0,
@@ -104,8 +104,8 @@ CASES = [
     ("python_tag", VALID_TEXT.replace("seed: 0", f'seed: !!python/object/apply:os.system ["touch {MARKER}"]'),
      r"params\.yaml: YAML tag not allowed at line 1, column 7", 1),
 ]
-TRAIN = ["stage", "train", "--level", "level0"]
-#: cases whose `pinn stage train` also runs as a subprocess
+TRAIN = "train@level0"  # run by its command in dvc.yaml (as expanded for the valid params)
+#: cases whose train stage also runs as a subprocess
 TRAIN_SUBPROCESS = ["zero_batch", "two_bad_keys", "coefficient_typo", "empty_file", "yaml_syntax",
                     "python_tag", "wrong_type_bool", "level_chain"]
 #: cases also run through `dvc repro` and the Prefect flow (params DVC itself can read)
@@ -154,7 +154,15 @@ def built(tmp_path_factory) -> Path:
 def run_in_process(project: Path, args: list[str]) -> SimpleNamespace:
     from typer.testing import CliRunner
 
-    from pinn.cli import app
+    import importlib
+
+    import typer
+
+    from pinn.errors import one_line_errors
+
+    _, _, module, *args = args  # python -m MODULE ARGS...: the stage's command, as a typer app
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command()(one_line_errors(importlib.import_module(module).main))
 
     cwd = os.getcwd()
     os.chdir(project)
@@ -182,13 +190,14 @@ def table_results(built, pipeline_env) -> dict[tuple[str, str], SimpleNamespace]
         (name, *_), command = item
         if command == "train-in-process":
             return None  # below, in this thread (it changes the working directory)
-        argv = ["check-params"] if command == "check-params" else TRAIN
-        return pinn(projects[name], pipeline_env, *argv)
+        if command == "check-params":
+            return pinn(projects[name], pipeline_env, "check-params")
+        return stage(projects[name], pipeline_env, TRAIN, dag_of=built)
 
     with ThreadPoolExecutor(max_workers=3) as pool:
         procs = dict(zip([(c[0], cmd) for c, cmd in RUNS], pool.map(run, RUNS)))
     for name in projects:
-        procs[name, "train-in-process"] = run_in_process(projects[name], TRAIN)
+        procs[name, "train-in-process"] = run_in_process(projects[name], stage_argv(built, TRAIN))
     return {key: SimpleNamespace(proc=proc, project=projects[key[0]], before=before[key[0]],
                                  after=snapshot(projects[key[0]]))
             for key, proc in procs.items()}

@@ -1,5 +1,6 @@
 """Pipeline-level tests through DVC on the tiny benchmark params: a full `dvc repro`, what a second
-one and param changes rerun, resuming a SIGKILLed training stage, and malformed params.
+one and param changes rerun (the `params` gate, `always_changed`, runs every time and changes
+nothing), resuming a SIGKILLed training stage, and malformed params.
 
 Fixtures (tests/conftest.py): `built_project` is built once per session by `dvc repro`; each test
 that changes something works on `built_copy`, its own copy.
@@ -23,7 +24,8 @@ import pytest
 import yaml
 
 from conftest import (
-    STAGES, dvc, output_of, pinn, set_params, snapshot, stages_ran, stages_skipped,
+    STAGES, dvc, output_of, pinn, set_params, snapshot, stage, stage_argv, stage_option,
+    stages_ran, stages_skipped,
 )
 
 UPSTREAM_OF_LEVEL1 = ["data/reference.npz", "data/collocation.npz", "data/export/init.npz",
@@ -70,16 +72,21 @@ def test_repro_runs_every_stage_and_writes_outputs(built_project):
     assert sorted(lock["stages"]) == sorted(STAGES)
 
 
-def test_second_repro_reruns_nothing(built_copy, pipeline_env):
+def test_second_repro_reruns_only_the_params_gate(built_copy, pipeline_env):
     before = snapshot(built_copy)
     proc = dvc(built_copy, pipeline_env, "repro")
     out = output_of(proc)
     assert proc.returncode == 0, out
-    assert stages_ran(out) == []
-    assert sorted(stages_skipped(out)) == sorted(STAGES)
+    # the gate is `always_changed` (it reads dvc.yaml, which DVC refuses as a dependency): it
+    # runs every time, rewriting its constant stamp, which invalidates nothing downstream
+    assert stages_ran(out) == ["params"]
+    assert sorted(stages_skipped(out)) == sorted(set(STAGES) - {"params"})
     status = dvc(built_copy, pipeline_env, "status")
-    assert status.returncode == 0 and "Data and pipelines are up to date." in status.stdout
-    assert changed(before, snapshot(built_copy)) == set()
+    assert status.returncode == 0
+    assert re.findall(r"^(\S+):$", status.stdout, re.M) == ["params"], status.stdout
+    after = snapshot(built_copy)
+    assert changed(before, after) <= {"data/params.ok", "dvc.lock"}
+    assert {k: v[1] for k, v in after.items()} == {k: v[1] for k, v in before.items()}  # content
 
 
 def test_report_param_reruns_only_report(built_copy, pipeline_env):
@@ -117,19 +124,19 @@ def test_level1_steps_rerun_level1_and_downstream_only(built_copy, pipeline_env)
     assert list(level1["level_step"]) == [10, 20, 30, 40, 50]
 
 
-def _wait_for_checkpoint(ckpt_dir: Path, proc: subprocess.Popen, log: Path, timeout: float) -> int:
-    """Poll until a finished checkpoint (a directory named by its step) exists; return the step."""
+def _wait_for_checkpoint(resume: Path, proc: subprocess.Popen, log: Path, timeout: float) -> int:
+    """Poll until a finished checkpoint (a directory named by its step, in
+    `<resume>/<fingerprint>/ckpt`) exists; return the step."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if ckpt_dir.is_dir():
-            steps = [int(p.name) for p in ckpt_dir.iterdir() if p.is_dir() and p.name.isdigit()]
-            if steps:
-                return max(steps)
+        steps = [int(p.name) for p in resume.glob("*/ckpt/*") if p.is_dir() and p.name.isdigit()]
+        if steps:
+            return max(steps)
         if proc.poll() is not None:
             pytest.fail(f"training finished before a checkpoint was seen:\n{log.read_text()}")
         time.sleep(0.02)
     proc.kill()
-    pytest.fail(f"no checkpoint in {ckpt_dir} after {timeout} s:\n{log.read_text()}")
+    pytest.fail(f"no checkpoint in {resume} after {timeout} s:\n{log.read_text()}")
 
 
 def test_killed_training_resumes_from_checkpoint(built_copy, pipeline_env):
@@ -140,20 +147,20 @@ def test_killed_training_resumes_from_checkpoint(built_copy, pipeline_env):
         path = built_copy / out  # what DVC removes before it runs the stage
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
+    resume = built_copy / stage_option(built_copy, "train@level0", "--resume")
     log = built_copy / "first-run.log"
     with open(log, "w") as f:
-        proc = subprocess.Popen([str(Path(pipeline_env["PATH"].split(os.pathsep)[0]) / "pinn"),
-                                 "stage", "train", "--level", "level0"],
+        proc = subprocess.Popen(stage_argv(built_copy, "train@level0"),
                                 cwd=built_copy, env=pipeline_env, stdout=f, stderr=subprocess.STDOUT)
         try:
-            _wait_for_checkpoint(built_copy / "data/resume/train-level0/ckpt", proc, log, 600)
+            _wait_for_checkpoint(resume, proc, log, 600)
             os.kill(proc.pid, signal.SIGKILL)
         finally:
             proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     assert not (built_copy / "data/export/level0.npz").exists()
 
-    rerun = pinn(built_copy, pipeline_env, "stage", "train", "--level", "level0")
+    rerun = stage(built_copy, pipeline_env, "train@level0")
     out = output_of(rerun)
     assert rerun.returncode == 0, out
     match = re.search(r"train level0: resuming from checkpoint at step (\d+)", out)
@@ -167,7 +174,7 @@ def test_killed_training_resumes_from_checkpoint(built_copy, pipeline_env):
     assert np.isfinite(history["loss"]).all()
     with np.load(built_copy / "data/export/level0.npz") as export:
         assert len(export.files) > 0
-    assert not (built_copy / "data/resume/train-level0/ckpt").exists()
+    assert not resume.exists()  # the finished run's checkpoints are gone
 
 
 @pytest.fixture
@@ -184,11 +191,18 @@ def _assert_one_line_error(proc: subprocess.CompletedProcess) -> None:
     assert BAD_P_MAX_ERROR.match(proc.stderr.strip()), proc.stderr
 
 
-@pytest.mark.parametrize("argv", [["check-params"], ["stage", "reference"],
-                                  ["stage", "train", "--level", "level0"], ["run"]])
+@pytest.mark.parametrize("argv", [["check-params"], ["run"]])
 def test_malformed_params_one_line_error_through_pinn(bad_params, pipeline_env, argv):
     before = snapshot(bad_params)
     _assert_one_line_error(pinn(bad_params, pipeline_env, *argv))
+    assert changed(before, snapshot(bad_params)) == set()
+
+
+@pytest.mark.parametrize("name", ["params", "reference", "train@level0", "refine"])
+def test_malformed_params_one_line_error_through_a_stage(bad_params, pipeline_env, name):
+    """Each stage's command, run directly (as dvc.yaml gives it), validates the params first."""
+    before = snapshot(bad_params)
+    _assert_one_line_error(stage(bad_params, pipeline_env, name))
     assert changed(before, snapshot(bad_params)) == set()
 
 

@@ -1,8 +1,8 @@
 """Reliability: killed stages resume to the same result, divergence is caught and reported, corrupt
 checkpoints and files are detected, outputs are written atomically, data files are data only.
 
-Stages run as `pinn stage ...` subprocesses in temporary project directories holding a tiny
-params.yaml (burgers_1d, width 8, two levels); the reference, collocation and init files are built
+Stages run as subprocesses, with their command lines from dvc.yaml (`stage` in tests/conftest.py),
+in temporary project directories holding a tiny params.yaml (burgers_1d, width 8, two levels); the reference, collocation and init files are built
 once per module (`inputs`) and copied into each project, and `baseline` is one uninterrupted run of
 the remaining stages that the interrupted runs are compared with. Subprocesses share the persistent
 JAX compilation cache of `pipeline_env` (tests/conftest.py).
@@ -24,7 +24,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -35,14 +34,16 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import output_of, pinn
+from conftest import output_of, stage, stage_argv, stage_option
 
-from pinn import cascade, io, stages
+from pinn import cascade, io
 from pinn.checkpoint import Checkpointer
 from pinn.config import load_params, validate_params
 from pinn.errors import UserError
+from pinn.precision import scope
+from pinn.stages.common import load_collocation, problem_of
+from pinn.stages.resume import fingerprint
 
-PINN = str(Path(sys.executable).parent / "pinn")
 LEVEL0_STEPS, CHECKPOINT_EVERY, LOG_EVERY = 200, 20, 10
 REFINE_ITERATIONS, BLOCK = 100, 10
 PARAMS = {
@@ -60,8 +61,6 @@ PARAMS = {
 }
 INPUTS = ("data/reference.npz", "data/collocation.npz", "data/export/init.npz")
 TIMING = {"wall_s", "steps_per_s"}  # the only things allowed to differ between equal runs
-TRAIN_CKPT = "data/resume/train-level0/ckpt"
-REFINE_CKPT = "data/resume/refine/ckpt"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -84,34 +83,48 @@ def new_project(dest: Path, source: Path, files: tuple[str, ...] = INPUTS,
     return dest
 
 
-def stage(project: Path, env: dict, *args: str) -> str:
-    proc = pinn(project, env, "stage", *args)
+def run_ok(project: Path, env: dict, name: str) -> str:
+    """Run stage `name` (its dvc.yaml command) in `project`; it must succeed. Its output."""
+    proc = stage(project, env, name)
     out = output_of(proc)
-    assert proc.returncode == 0, f"pinn stage {' '.join(args)} failed:\n{out[-3000:]}"
+    assert proc.returncode == 0, f"stage {name} failed:\n{out[-3000:]}"
     return out
 
 
-def committed_steps(ckpt_dir: Path) -> list[int]:
+def resume_dir(project: Path, name: str) -> Path:
+    """Stage `name`'s `--resume` directory (dvc.yaml): in-progress runs, one `<fingerprint>/` each."""
+    return project / stage_option(project, name, "--resume")
+
+
+def checkpoint_dir(resume: Path) -> Path | None:
+    """`<resume>/<fingerprint>/ckpt` of the one in-progress run there (None: none started)."""
+    found = sorted(resume.glob("*/ckpt"))
+    assert len(found) <= 1, found
+    return found[0] if found else None
+
+
+def committed_steps(ckpt_dir: Path | None) -> list[int]:
     """Steps of the finished checkpoints (orbax renames a step directory into place when it is
     complete; `_CHECKPOINT_METADATA` is also gone from one that is being deleted)."""
-    if not ckpt_dir.is_dir():
+    if ckpt_dir is None or not ckpt_dir.is_dir():
         return []
     return sorted(int(p.name) for p in ckpt_dir.iterdir()
                   if p.name.isdigit() and (p / "_CHECKPOINT_METADATA").is_file())
 
 
-def kill_when(project: Path, env: dict, args: list[str], ckpt_dir: Path, at_least: int,
+def kill_when(project: Path, env: dict, name: str, at_least: int,
               timeout: float = 600) -> tuple[int, str]:
-    """Start `pinn *args`, SIGKILL it as soon as a checkpoint of step >= `at_least` is committed;
+    """Start stage `name`, SIGKILL it as soon as a checkpoint of step >= `at_least` is committed;
     return that step and the run's output."""
     log_path = project / f"killed-at-{at_least}.log"
+    resume = resume_dir(project, name)
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([PINN, *args], cwd=project, env=env, stdout=log,
+        proc = subprocess.Popen(stage_argv(project, name), cwd=project, env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + timeout
             while True:
-                steps = committed_steps(ckpt_dir)
+                steps = committed_steps(checkpoint_dir(resume))
                 if steps and steps[-1] >= at_least:
                     proc.send_signal(signal.SIGKILL)
                     break
@@ -162,7 +175,7 @@ def assert_same_level0(project: Path, baseline: Path) -> None:
     assert_same_arrays(project / "data/export/level0.npz", baseline / "data/export/level0.npz")
     assert_same_arrays(project / "data/train/level0/samples.npz",
                        baseline / "data/train/level0/samples.npz")
-    assert not (project / "data/resume/train-level0").exists()
+    assert not resume_dir(project, "train@level0").exists()
 
 
 def flip_bytes(path: Path, at: float = 0.5, count: int = 16) -> None:
@@ -180,8 +193,9 @@ def truncate(path: Path) -> None:
 def level0_template(project: Path):
     """(cfg, the level0 TrainState template) of `project`, as the train stage builds them."""
     cfg = load_params(project / "params.yaml")
-    trainer, model = cascade.make_trainer(cfg, stages._problem(cfg), "level0")
-    return cfg, cascade.state_template(trainer, model, cfg, "level0")
+    with scope(cfg.train.precision):
+        trainer, model = cascade.make_trainer(cfg, problem_of(cfg), "level0")
+        return cfg, cascade.state_template(trainer, model, cfg, "level0")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -190,7 +204,7 @@ def level0_template(project: Path):
 
 @pytest.fixture(scope="module")
 def env(pipeline_env) -> dict[str, str]:
-    """`pipeline_env`, with `pinn stage`'s compilation cache pointed at its shared one."""
+    """`pipeline_env`, with the stages' compilation cache pointed at its shared one."""
     return {**pipeline_env, "PINN_JAX_CACHE": pipeline_env["JAX_COMPILATION_CACHE_DIR"]}
 
 
@@ -200,7 +214,7 @@ def inputs(tmp_path_factory, env) -> Path:
     project = tmp_path_factory.mktemp("inputs")
     write_params(project, PARAMS)
     for name in ("reference", "collocation", "init"):
-        stage(project, env, name)
+        run_ok(project, env, name)
     return project
 
 
@@ -208,9 +222,8 @@ def inputs(tmp_path_factory, env) -> Path:
 def baseline(tmp_path_factory, inputs, env) -> Path:
     """One uninterrupted run of train@level0, train@level1, refine, evaluate."""
     project = new_project(tmp_path_factory.mktemp("baseline") / "p", inputs)
-    for args in (["train", "--level", "level0"], ["train", "--level", "level1"], ["refine"],
-                 ["evaluate"]):
-        stage(project, env, *args)
+    for name in ("train@level0", "train@level1", "refine", "evaluate"):
+        run_ok(project, env, name)
     return project
 
 
@@ -223,20 +236,19 @@ def test_killed_train_stage_resumes_to_the_identical_result(tmp_path, inputs, ba
     committed checkpoint (losing less than one checkpoint interval) and the final outputs are
     bit-identical to the uninterrupted run's."""
     project = new_project(tmp_path / "p", inputs)
-    ckpt_dir = project / TRAIN_CKPT
-    args = ["stage", "train", "--level", "level0"]
-    previous_output, last = "", 0
+    resume = resume_dir(project, "train@level0")
+    last = 0
     for target in (CHECKPOINT_EVERY, LEVEL0_STEPS // 2, LEVEL0_STEPS - CHECKPOINT_EVERY):
-        seen, output = kill_when(project, env, args, ckpt_dir, target)
+        seen, output = kill_when(project, env, "train@level0", target)
         if last:
             assert resumed_at(output, r"train level0: resuming from checkpoint at step (\d+)") == last
         else:
             assert "resuming" not in output
-        last = committed_steps(ckpt_dir)[-1]
+        last = committed_steps(checkpoint_dir(resume))[-1]
         assert seen <= last and last % CHECKPOINT_EVERY == 0 and last <= LEVEL0_STEPS
         if last < LEVEL0_STEPS:
             assert not (project / "data/export/level0.npz").exists()  # nothing final yet
-    output = stage(project, env, "train", "--level", "level0")
+    output = run_ok(project, env, "train@level0")
     assert resumed_at(output, r"train level0: resuming from checkpoint at step (\d+)") == last
     assert f"train level0: {LEVEL0_STEPS} steps" in output
     assert_same_level0(project, baseline)
@@ -248,20 +260,20 @@ def test_killed_refine_stage_resumes_to_the_identical_result(tmp_path, baseline,
     pending (s, y) pair on restore (`reset_cache`) changes every later iterate."""
     files = INPUTS + ("data/export/level0.npz", "data/export/level1.npz")
     project = new_project(tmp_path / "p", baseline, files)
-    ckpt_dir = project / REFINE_CKPT
+    resume = resume_dir(project, "refine")
     last = 0
     for target in (BLOCK, REFINE_ITERATIONS // 2, REFINE_ITERATIONS - BLOCK):
-        seen, output = kill_when(project, env, ["stage", "refine"], ckpt_dir, target)
+        seen, output = kill_when(project, env, "refine", target)
         if last:
             assert resumed_at(output, r"refine: resuming from checkpoint at iteration (\d+)") == last
-        last = committed_steps(ckpt_dir)[-1]
+        last = committed_steps(checkpoint_dir(resume))[-1]
         assert seen <= last and last % BLOCK == 0 and last <= REFINE_ITERATIONS
-    output = stage(project, env, "refine")
+    output = run_ok(project, env, "refine")
     assert resumed_at(output, r"refine: resuming from checkpoint at iteration (\d+)") == last
     assert_same_arrays(project / "data/refined.npz", baseline / "data/refined.npz")
     pd.testing.assert_frame_equal(history(project / "data/refine/history.csv"),
                                   history(baseline / "data/refine/history.csv"))
-    assert not (project / "data/resume/refine").exists()
+    assert not resume.exists()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -271,9 +283,8 @@ def test_killed_refine_stage_resumes_to_the_identical_result(tmp_path, baseline,
 def test_same_params_and_seed_give_identical_outputs(tmp_path, inputs, baseline, env):
     """A second run from scratch (fresh directory; only the reference copied) is bit-identical."""
     project = new_project(tmp_path / "p", inputs, ("data/reference.npz",))
-    for args in (["collocation"], ["init"], ["train", "--level", "level0"],
-                 ["train", "--level", "level1"], ["refine"], ["evaluate"]):
-        stage(project, env, *args)
+    for name in ("collocation", "init", "train@level0", "train@level1", "refine", "evaluate"):
+        run_ok(project, env, name)
     for name in ("metrics.json", "data/train/level0/metrics.json", "data/train/level1/metrics.json"):
         assert without_timing(read_json(project / name)) == without_timing(read_json(baseline / name))
     assert math.isfinite(read_json(project / "metrics.json")["rel_l2"])
@@ -292,7 +303,7 @@ def test_divergence_fails_with_exit_3_and_writes_no_outputs(tmp_path, inputs, en
     params = json.loads(json.dumps(PARAMS))
     params["problem"]["coefficients"] = {"viscosity": 1.0e38}
     project = new_project(tmp_path / "p", inputs, params=params)
-    proc = pinn(project, env, "stage", "train", "--level", "level0")
+    proc = stage(project, env, "train@level0")
     out = output_of(proc)
     assert proc.returncode == 3, out
     assert "Traceback" not in out
@@ -376,15 +387,15 @@ def test_train_level_rolls_back_lowers_lr_and_retries(monkeypatch):
 
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, inputs, baseline, env):
     project = new_project(tmp_path / "p", inputs)
-    ckpt_dir = project / TRAIN_CKPT
-    kill_when(project, env, ["stage", "train", "--level", "level0"], ckpt_dir, 3 * CHECKPOINT_EVERY)
+    kill_when(project, env, "train@level0", 3 * CHECKPOINT_EVERY)
+    ckpt_dir = checkpoint_dir(resume_dir(project, "train@level0"))
     steps = committed_steps(ckpt_dir)
     assert len(steps) >= 2
     newest, previous = steps[-1], steps[-2]
     for f in (ckpt_dir / str(newest)).rglob("*"):  # every file of the newest checkpoint garbled
         if f.is_file() and f.stat().st_size > 0:
             flip_bytes(f)
-    output = stage(project, env, "train", "--level", "level0")
+    output = run_ok(project, env, "train@level0")
     # the warning names the skipped checkpoint
     assert re.search(rf"ckpt/{newest} (is unreadable|does not match its checksum)", output), output
     assert resumed_at(output, r"train level0: resuming from checkpoint at step (\d+)") == previous
@@ -395,11 +406,12 @@ def test_no_usable_checkpoint_starts_over(tmp_path, inputs, baseline, env):
     """A NaN checkpoint and a truncated one (same fingerprint): both skipped, training starts at 0."""
     project = new_project(tmp_path / "p", inputs)
     cfg, template = level0_template(project)
-    resume = project / "data/resume/train-level0"
+    # where the train stage keeps this run's checkpoints: <--resume>/<fingerprint of the params
+    # and of its --start and --reference files>/ckpt
+    fp = fingerprint(cfg, "train-level0", [project / stage_option(project, "train@level0", option)
+                                           for option in ("--start", "--reference")])
+    resume = resume_dir(project, "train@level0") / fp
     resume.mkdir(parents=True)
-    fp = stages.fingerprint(cfg, "train-level0", [project / "data/export/init.npz",
-                                                  project / "data/reference.npz"])
-    (resume / "fingerprint").write_text(fp)
     ckpt = Checkpointer(resume / "ckpt")
     nan_params = jax.tree_util.tree_map(lambda x: x * jnp.nan, template.params)
     ckpt.save(20, template._replace(params=nan_params, step=jnp.asarray(20, jnp.int32)), wait=True)
@@ -408,7 +420,7 @@ def test_no_usable_checkpoint_starts_over(tmp_path, inputs, baseline, env):
     for f in (resume / "ckpt/40").rglob("*"):
         if f.is_file():
             truncate(f)
-    output = stage(project, env, "train", "--level", "level0")
+    output = run_ok(project, env, "train@level0")
     assert "resuming" not in output
     assert "/40 is unreadable" in output or "/40 does not match its checksum" in output, output
     assert "/20 holds non-finite values" in output, output
@@ -447,10 +459,10 @@ def test_checkpointer_detects_silently_corrupted_array_data(tmp_path):
 def test_corrupt_export_fails_the_dependent_stage_with_one_line(tmp_path, baseline, env, damage):
     files = INPUTS + ("data/export/level0.npz", "data/export/level1.npz", "data/refined.npz")
     project = new_project(tmp_path / "p", baseline, files)
-    target, args = {
-        "truncate": ("data/export/level0.npz", ["train", "--level", "level1"]),
-        "garble": ("data/export/level1.npz", ["refine"]),
-        "replace": ("data/refined.npz", ["evaluate"]),
+    target, name = {
+        "truncate": ("data/export/level0.npz", "train@level1"),
+        "garble": ("data/export/level1.npz", "refine"),
+        "replace": ("data/refined.npz", "evaluate"),
     }[damage]
     path = project / target
     if damage == "truncate":
@@ -463,7 +475,7 @@ def test_corrupt_export_fails_the_dependent_stage_with_one_line(tmp_path, baseli
         return {p: p.read_bytes() for p in (project / "data").rglob("*") if p.is_file()}
 
     before = outputs()
-    proc = pinn(project, env, "stage", *args)
+    proc = stage(project, env, name)
     out = output_of(proc)
     assert proc.returncode == 2, out
     assert "Traceback" not in out
@@ -482,11 +494,11 @@ def test_crash_while_writing_an_npz_keeps_the_previous_file(tmp_path, monkeypatc
     io.save_tree(path, {"w": np.arange(3.0)})
     before = path.read_bytes()
 
-    def savez_then_crash(file, **arrays):
-        file.write(b"PK\x03\x04" + b"\0" * 64)  # the start of a zip, then the disk fills up
+    def write_then_crash(member, array, **kwargs):
+        member.write(b"\x93NUMPY" + b"\0" * 64)  # the start of an array, then the disk fills up
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(np, "savez", savez_then_crash)
+    monkeypatch.setattr(np.lib.format, "write_array", write_then_crash)
     with pytest.raises(OSError, match="No space left"):
         io.save_tree(path, {"w": np.arange(3.0) + 1})
     with pytest.raises(OSError, match="No space left"):
@@ -563,5 +575,5 @@ def test_loaders_reject_object_arrays_without_unpickling(tmp_path, inputs):
     collocation = tmp_path / "collocation.npz"
     np.savez(collocation, interior=evil, ic=np.zeros((2, 1)), bc=np.zeros((2, 2)))
     with pytest.raises(UserError, match="collocation.npz"):
-        stages.load_collocation(collocation)
+        load_collocation(collocation)
     assert not marker.exists()
