@@ -16,6 +16,12 @@ only valid for those params: comparing other params fails too.
     python -m flows.regression                                  run once, compare with the baseline
     python -m flows.regression --update-baseline                run once, (re)write the baseline
     python -m flows.regression --serve --cron "0 3 * * *"       deployment on a cron schedule
+                                                                (needs a Prefect server: start
+                                                                `prefect server start` and set
+                                                                PREFECT_API_URL)
+
+Its artifacts are published under their own keys (`pinn-regression-*`, see `ARTIFACTS`), never
+under the keys of the user's pipeline runs (`pinn-report`, `pinn-metrics`, `pinn-stages`).
 
 `--workdir DIR` keeps the scratch project in DIR between runs, so DVC skips unchanged stages.
 """
@@ -43,6 +49,12 @@ DEFAULT_PARAMS = "benchmarks/regression/params.yaml"
 DEFAULT_BASELINE = "benchmarks/regression/baseline.json"
 #: metrics recorded by `--update-baseline` when the baseline does not list them yet
 DEFAULT_METRICS = {"rel_l2": 0.25, "max_abs": 0.25}
+#: prefix of this flow's artifact keys: `pinn-regression-report`, `-metrics`, `-stages` (the
+#: benchmark pipeline's) and `pinn-regression-comparison` (metrics vs the baseline)
+ARTIFACTS = "pinn-regression"
+#: what `--serve` says when no Prefect server is configured
+NO_SERVER = ("error: --serve needs a running Prefect server: start one with `prefect server start` "
+             "and set PREFECT_API_URL (e.g. export PREFECT_API_URL=http://127.0.0.1:4200/api)")
 RULE = ("each metric is an error (lower is better); it fails when the new value is missing, not "
         "finite, or greater than value * (1 + rtol)")
 
@@ -269,7 +281,8 @@ def regression(
     passed = False
     try:
         prepare_scratch(str(project_root()), str(scratch), str(params))
-        state = pipeline(params_path=str(scratch / "params.yaml"), return_state=True)
+        state = pipeline(params_path=str(scratch / "params.yaml"), artifacts=ARTIFACTS,
+                         return_state=True)
         if not state.is_completed():
             raise RegressionError(f"the benchmark pipeline failed: {state.message}")
         metrics = state.result()["metrics"] or {}
@@ -280,7 +293,7 @@ def regression(
             return {"metrics": metrics, "baseline": data, "workdir": str(scratch) if workdir else None}
 
         rows, failures = compare_metrics(metrics, baseline)
-        create_table_artifact(table=rows, key="pinn-regression",
+        create_table_artifact(table=rows, key=f"{ARTIFACTS}-comparison",
                               description=f"metrics vs {baseline_file}: {RULE}")
         recorded = (baseline.get("hardware") or {}).get("cpu")
         if recorded and recorded != cpu_name():
@@ -308,9 +321,20 @@ def regression(
                 logger.error("scratch project kept for inspection: %s", scratch)
 
 
+def api_url() -> str | None:
+    """The Prefect API this process talks to (`PREFECT_API_URL`); None: an ephemeral server."""
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url or None
+
+
 def serve(cron: str, name: str = "pinn-regression-nightly",
           parameters: dict[str, Any] | None = None) -> None:
-    """Serve `regression` as a deployment on a cron schedule (blocks; needs a Prefect server)."""
+    """Serve `regression` as a deployment on a cron schedule (blocks; needs a Prefect server:
+    an ephemeral one cannot schedule, so without `PREFECT_API_URL` this raises `RegressionError`
+    saying what to start)."""
+    if api_url() is None:
+        raise RegressionError(NO_SERVER.removeprefix("error: "))
     regression.serve(name=name, cron=cron, parameters=parameters or {})
 
 
@@ -330,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.workdir:
         parameters["workdir"] = args.workdir
     if args.serve:
+        if api_url() is None:
+            print(NO_SERVER, file=sys.stderr)
+            return 2
         serve(args.cron, name=args.name, parameters=parameters)
         return 0
     state = regression(**parameters, update_baseline=args.update_baseline, return_state=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 
 import pytest
@@ -18,14 +17,22 @@ from conftest import ROOT, STAGES, TINY_PARAMS, set_params, snapshot
 
 from flows import pipeline as pipeline_module  # first: sets the Prefect defaults
 from flows import regression as regression_module
-from flows.pipeline import RAN, SKIPPED, pipeline, read_dag
+from flows.pipeline import (
+    DVC_PUSH_HINT, RAN, SKIPPED, StageNode, failure_message, pipeline, read_dag, run_graph,
+    transient_only,
+)
 from flows.regression import (
     BaselineError, RegressionError, compare_metrics, load_baseline, regression, source_dependencies,
 )
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
-    ArtifactFilter, ArtifactFilterFlowRunId, TaskRunFilter, TaskRunFilterFlowRunId,
+    ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey, LogFilter, LogFilterFlowRunId,
+    TaskRunFilter, TaskRunFilterFlowRunId,
 )
+from prefect.client.schemas.sorting import LogSort
+from prefect.logging.handlers import APILogWorker
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.states import Failed
 from prefect.testing.utilities import prefect_test_harness
 
 COMMITTED_BASELINE = ROOT / "benchmarks" / "regression" / "baseline.json"
@@ -44,6 +51,42 @@ def task_runs(flow_run_id) -> dict[str, str]:
         runs = client.read_task_runs(task_run_filter=TaskRunFilter(
             flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id])))
     return {run.name: run.state.type.value for run in runs}
+
+
+def task_waits(flow_run_id) -> dict[str, set[str]]:
+    """{task run name: names of the task runs it waited for} (the edges of the UI's run graph)."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(task_run_filter=TaskRunFilter(
+            flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id])))
+    names = {run.id: run.name for run in runs}
+    return {run.name: {names[i.id] for i in run.task_inputs.get("wait_for", [])} for run in runs}
+
+
+def flow_logs(flow_run_id) -> list[str]:
+    """The messages the Prefect API holds for a flow run (its tasks' included), oldest first."""
+    APILogWorker.drain_all(timeout=30)
+    logs = []
+    with get_client(sync_client=True) as client:
+        while True:  # the API answers in pages
+            page = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(
+                any_=[flow_run_id])), sort=LogSort.TIMESTAMP_ASC, offset=len(logs))
+            if not page:
+                return [log.message for log in logs]
+            logs += page
+
+
+def unchanged(project: Path, stage: str) -> str:
+    """What DVC does with an unchanged stage: skips it, unless dvc.yaml marks it
+    `always_changed` (the params gate: it only validates)."""
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    return RAN if stages.get(stage, {}).get("always_changed") else SKIPPED
+
+
+def artifact_count(key: str) -> int:
+    """How many versions of the artifact `key` the Prefect API holds (any flow run)."""
+    with get_client(sync_client=True) as client:
+        return len(client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[key]))))
 
 
 def artifacts(flow_run_id) -> dict[str, object]:
@@ -83,11 +126,28 @@ def test_dag_is_read_from_dvc_with_foreach_expanded(tiny_project):
     assert dict((n.name, n.upstream) for n in read_dag(tiny_project))["summary"] == ("evaluate",)
 
 
+def test_run_graph_is_the_data_graph_without_the_gate_fan(tiny_project):
+    """Every stage depends on the params gate's stamp; the run graph draws that edge only where it
+    is the stage's one upstream stage, and keeps every other DVC edge (implied or not)."""
+    waits = run_graph(read_dag(tiny_project))
+    assert list(waits) == STAGES
+    assert waits["params"] == ()
+    assert waits["reference"] == waits["collocation"] == waits["init"] == ("params",)
+    assert waits["train@level0"] == ("collocation", "init", "reference")
+    assert waits["train@level1"] == ("collocation", "reference", "train@level0")
+    assert waits["evaluate"] == ("reference", "refine")  # reference: implied by refine, but data
+    assert [s for s, ups in waits.items() if "params" in ups] == ["reference", "collocation", "init"]
+
+    # no gate (a stage that is not upstream of everything): nothing is dropped
+    dag = [StageNode("a", "", ()), StageNode("b", "", ()), StageNode("c", "", ("a", "b")),
+           StageNode("d", "", ("a", "c"))]
+    assert run_graph(dag) == {"a": (), "b": (), "c": ("a", "b"), "d": ("a", "c")}
+
+
 def test_source_dependencies_are_the_deps_no_stage_produces(tiny_project):
     sources = source_dependencies(tiny_project)
-    assert "pinn/reference" in sources and "pinn/train.py" in sources
-    assert "benchmarks/results" in sources
-    assert not [s for s in sources if s.startswith("data") or s == "metrics.json"]
+    assert "pinn/reference" in sources and "pinn/train.py" in sources and "pinn/report.py" in sources
+    assert not [s for s in sources if s.startswith(("data", "benchmarks")) or s == "metrics.json"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -118,10 +178,19 @@ def test_pipeline_flow_runs_changed_stages_and_skips_the_rest(
     assert {row["metric"]: row["value"] for row in table}["rel_l2"] == metrics["rel_l2"]
     stages_table = json.loads(found["pinn-stages"])
     assert [(r["stage"], r["outcome"]) for r in stages_table] == list(result["stages"].items())
+    # the UI's run graph: the data dependencies, not an edge from the gate to every stage
+    waits = task_waits(flow_run)
+    expected = run_graph(read_dag(built_copy))
+    assert {s: waits[s] for s in STAGES} == {s: set(expected[s]) for s in STAGES}
+    assert waits["train@level1"] == {"collocation", "reference", "train@level0"}
+    # the report stage ran, and DVC's push hint (no remote here) is not in the log
+    logs = flow_logs(flow_run)
+    assert any("Running stage 'report'" in m for m in logs)
+    assert not any("dvc push" in m for m in logs)
 
     again = pipeline(params_path=str(built_copy / "params.yaml"), return_state=True)
     assert again.is_completed(), again.message
-    assert again.result()["stages"] == {s: SKIPPED for s in STAGES}
+    assert again.result()["stages"] == {s: unchanged(built_copy, s) for s in STAGES}
 
 
 def test_pipeline_flow_rejects_bad_params_before_any_stage(
@@ -142,29 +211,84 @@ def test_pipeline_flow_rejects_bad_params_before_any_stage(
     assert snapshot(built_copy) == before
 
 
-def test_pipeline_flow_stops_at_a_failing_stage_after_retrying_it(
-        built_copy, pipeline_environ, prefect_server):
-    # refine's command now fails (a params file that does not exist): DVC reruns the stage
+def test_pipeline_flow_fails_at_once_on_a_user_error_in_a_stage(
+        built_copy, pipeline_environ, prefect_server, capsys):
+    """A stage that exits with 2 (a missing params file) is not retried; the flow fails with the
+    stage's one-line message, and nothing in the log is a traceback."""
     dvc_yaml = yaml.safe_load((built_copy / "dvc.yaml").read_text())
     dvc_yaml["stages"]["refine"]["cmd"] = dvc_yaml["stages"]["refine"]["cmd"].replace(
         "--params params.yaml", "--params missing.yaml")
     (built_copy / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml, sort_keys=False))
     state = pipeline(params_path=str(built_copy / "params.yaml"), return_state=True)
     assert state.is_failed()
-    assert re.search(r"^stage refine: `dvc repro --single-item refine` exited with \d+: "
-                     r"error: missing\.yaml: file not found \| .*failed to reproduce 'refine'",
-                     state.message), state.message
+    assert state.message == "stage refine: missing.yaml: file not found"
+    assert state.name == "UserError"
     flow_run = state.state_details.flow_run_id
     with get_client(sync_client=True) as client:
         refine_run = client.read_task_runs(task_run_filter=TaskRunFilter(
             flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run]), name={"any_": ["refine"]}))[0]
-    assert refine_run.run_count == 2  # retried once
+    assert refine_run.run_count == 1  # not retried
+    assert refine_run.state.message == state.message
     upstream = ["params", "reference", "collocation", "init", "train@level0", "train@level1"]
     assert task_runs(flow_run) == {**{s: "COMPLETED" for s in upstream}, "refine": "FAILED"}
     stages_table = json.loads(artifacts(flow_run)["pinn-stages"])
     assert [(r["stage"], r["outcome"]) for r in stages_table] == (
-        [(s, SKIPPED) for s in upstream]
+        [(s, unchanged(built_copy, s)) for s in upstream]
         + [("refine", "failed"), ("evaluate", "not run"), ("report", "not run")])
+    logs = flow_logs(flow_run)
+    assert state.message in logs
+    assert not [m for m in logs if "Traceback" in m or "Retry" in m], logs
+
+    # the command line: the same line, exit status 2
+    assert pipeline_module.main(["--params", str(built_copy / "params.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "error: stage refine: missing.yaml: file not found"
+    assert not any("Traceback" in line for line in err)
+
+
+def test_pipeline_flow_retries_a_transient_failure(built_copy, pipeline_environ, prefect_server):
+    """refine's command is killed the first time (exit 137): retried once, then the flow runs on."""
+    dvc_yaml = yaml.safe_load((built_copy / "dvc.yaml").read_text())
+    cmd = dvc_yaml["stages"]["refine"]["cmd"]
+    dvc_yaml["stages"]["refine"]["cmd"] = (
+        f"{{ test -e killed-once || {{ touch killed-once; exit 137; }}; }} && {cmd}")
+    (built_copy / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml, sort_keys=False))
+    state = pipeline(params_path=str(built_copy / "params.yaml"), return_state=True)
+    assert state.is_completed(), state.message
+    assert state.result()["stages"]["refine"] == RAN
+    flow_run = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        refine_run = client.read_task_runs(task_run_filter=TaskRunFilter(
+            flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run]), name={"any_": ["refine"]}))[0]
+    assert refine_run.run_count == 2
+    assert refine_run.state.type.value == "COMPLETED"
+    logs = flow_logs(flow_run)
+    assert any("Retry 1/1" in m and "exited with 137" in m for m in logs), logs
+    assert not any("dvc push" in m for m in logs)
+
+
+def test_failure_classification():
+    """Exit 2 (user error) and 3 (divergence) of the stage's command are permanent: their one-line
+    message, no retry; anything else (killed, DVC's own errors) is retried."""
+    lines = ["Running stage 'train@level0':",
+             "> python -m pinn.stages.train --params params.yaml --level level0",
+             "error: level level0: training diverged (non-finite loss) between steps 10 and 20",
+             "ERROR: failed to reproduce 'train@level0': failed to run: python -m pinn.stages.train "
+             "--params params.yaml --level level0, exited with 3"]
+    assert failure_message("train@level0", 255, lines) == (
+        3, "stage train@level0: level level0: training diverged (non-finite loss) between steps "
+           "10 and 20")
+    killed = lines[:2] + [lines[3].replace("exited with 3", "exited with -9")]
+    status, message = failure_message("train@level0", 255, killed)
+    assert status == -9 and message.startswith(
+        "stage train@level0: `dvc repro --single-item train@level0` exited with 255 "
+        "(the stage's command with -9): ERROR: failed to reproduce")
+    assert failure_message("x", 255, ["ERROR: unexpected error - lock held"])[0] is None
+
+    assert not transient_only(None, None, Failed(name="UserError"))
+    assert not transient_only(None, None, Failed(name="Diverged"))
+    assert transient_only(None, None, Failed(message="Task run encountered an exception"))
+    assert DVC_PUSH_HINT == "Use `dvc push` to send your updates to remote storage."
 
 
 # ----------------------------------------------------------------------------------------------
@@ -211,6 +335,8 @@ def test_regression_flow_fails_on_a_stricter_baseline_and_passes_the_committed_o
         built_copy, pipeline_environ, prefect_server, tmp_path):
     """The committed baseline holds for the benchmark params; rel_l2 = 1e-12 (rtol 0) does not."""
     user_data = snapshot(ROOT)
+    user_keys = ("pinn-report", "pinn-metrics", "pinn-stages")
+    before = {key: artifact_count(key) for key in user_keys}
     strict = write_baseline(tmp_path / "strict.json", rel_l2=(1e-12, 0.0))
     metrics = json.loads((built_copy / "metrics.json").read_text())
     with pytest.raises(RegressionError) as failure:
@@ -220,6 +346,11 @@ def test_regression_flow_fails_on_a_stricter_baseline_and_passes_the_committed_o
     assert "rel_l2: new value" in message and "baseline 1e-12" in message
     assert f"{metrics['rel_l2']:.4g}" in message and " %)" in message
     assert "max_abs" not in message
+    # its artifacts are its own: the user's pipeline keys are untouched
+    assert {key: artifact_count(key) for key in user_keys} == before
+    for key in ("pinn-regression-report", "pinn-regression-metrics", "pinn-regression-stages",
+                "pinn-regression-comparison"):
+        assert artifact_count(key) >= 1, key
 
     result = regression(params_path=str(TINY_PARAMS), baseline_path=str(COMMITTED_BASELINE),
                         workdir=str(built_copy))
@@ -227,13 +358,32 @@ def test_regression_flow_fails_on_a_stricter_baseline_and_passes_the_committed_o
         ("rel_l2", "ok"), ("max_abs", "ok")]
     assert result["metrics"] == json.loads((built_copy / "metrics.json").read_text())
     assert snapshot(ROOT) == user_data
+    assert {key: artifact_count(key) for key in user_keys} == before
 
 
 def test_regression_serve_entry_point(monkeypatch):
     calls = []
     monkeypatch.setattr(regression_module.regression, "serve",
                         lambda **kwargs: calls.append(kwargs))
-    assert regression_module.main(["--serve", "--cron", "0 3 * * *"]) == 0
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
+        assert regression_module.main(["--serve", "--cron", "0 3 * * *"]) == 0
     assert calls == [{"name": "pinn-regression-nightly", "cron": "0 3 * * *",
                       "parameters": {"params_path": "benchmarks/regression/params.yaml",
                                      "baseline_path": "benchmarks/regression/baseline.json"}}]
+
+
+def test_regression_serve_refuses_without_a_server(monkeypatch, capsys):
+    """An ephemeral server cannot run a schedule: `--serve` says what to start, in one line."""
+    calls = []
+    monkeypatch.setattr(regression_module.regression, "serve",
+                        lambda **kwargs: calls.append(kwargs))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert regression_module.main(["--serve"]) == 2
+        with pytest.raises(RegressionError, match="prefect server start"):
+            regression_module.serve("0 3 * * *")
+    assert calls == []
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("error: --serve needs a running Prefect server")
+    assert "`prefect server start`" in err[0] and "PREFECT_API_URL" in err[0]
