@@ -111,6 +111,7 @@ def test_readme_ablations_are_the_tested_ones():
 
 
 @pytest.fixture(scope="module")
+@pytest.mark.timeout(1200)
 def project(tmp_path_factory) -> tuple[Path, dict]:
     """The tiny project as a git repository (experiments need one), built once."""
     env = pipeline.subprocess_env()
@@ -167,6 +168,7 @@ def _metrics_by_experiment(root: Path, env: dict) -> dict[str, dict]:
     return found
 
 
+@pytest.mark.timeout(3600)  # 19 experiments: about 15 min on an idle 2-core CPU
 def test_every_override_takes_effect_and_reruns_only_what_it_touches(project):
     root, env = project
     problems = []
