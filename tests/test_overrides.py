@@ -111,7 +111,6 @@ def test_readme_ablations_are_the_tested_ones():
 
 
 @pytest.fixture(scope="module")
-@pytest.mark.timeout(1200)
 def project(tmp_path_factory) -> tuple[Path, dict]:
     """The tiny project as a git repository (experiments need one), built once."""
     env = pipeline.subprocess_env()
