@@ -548,8 +548,8 @@ def _fig_error_vs_time(run: list[Phase], path: Path, dpi: int, title: str) -> st
     _save(fig, path, dpi)
     return ("Relative L2 error against cumulative wall-clock seconds: each phase's `wall_s` "
             "(counted from the start of its own stage) offset by the previous phases' totals; "
-            "phase boundaries dotted. Process start-up and compilation before the first logged "
-            "interval of each stage are not included.")
+            "phase boundaries dotted. Each phase's time starts at its training loop (compilation "
+            "included); process start-up and loading of inputs are not counted.")
 
 
 def _terms(run: Sequence[Phase], prefix: str) -> list[str]:
