@@ -54,11 +54,14 @@ def _check_finite(obj: Any, where: str = "") -> None:
             _check_finite(v, f"{where}[{i}]")
 
 
-def write_json(path: str | Path, obj: Any, *, allow_nonfinite: bool = False) -> None:
-    """Atomic JSON. Metrics are never written with NaN/inf unless explicitly allowed."""
+def write_json(path: str | Path, obj: Any, *, allow_nonfinite: bool = False,
+               sort_keys: bool = True) -> None:
+    """Atomic JSON. Metrics are never written with NaN/inf unless explicitly allowed. With
+    `sort_keys=False` the keys keep their order (headline metrics first in `dvc exp show`)."""
     if not allow_nonfinite:
         _check_finite(obj)
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=allow_nonfinite) + "\n")
+    text = json.dumps(obj, indent=2, sort_keys=sort_keys, allow_nan=allow_nonfinite)
+    write_text(path, text + "\n")
 
 
 def _leaf_key(path) -> str:

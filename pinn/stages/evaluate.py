@@ -44,10 +44,10 @@ def main(
             f"evaluate: the network's predictions are not finite (rel_l2 = {acc.rel_l2}); "
             "no metrics written"
         )
-    result = {
-        "problem": cfg.problem.name,
+    result = {  # the headline first: `dvc exp show` lists the columns in this order
         "rel_l2": acc.rel_l2,
         "max_abs": acc.max_abs,
+        "problem": cfg.problem.name,
         "reference_est_rel_error": float(ref.est_rel_error),
         # the reference's own error is above reference.warn_above: figures are limited by it
         "reference_limited": not float(ref.est_rel_error) <= cfg.reference.warn_above,
@@ -55,7 +55,7 @@ def main(
     result.update({k: float(v) for k, v in extras.items() if v.shape == ()})
     grid = {"t": ref.t, "x": ref.x, **({"y": ref.y} if ref.y is not None else {})}
     io.save_npz(errors, {"prediction": acc.prediction, "error": acc.error, **grid})
-    io.write_json(metrics, result)
+    io.write_json(metrics, result, sort_keys=False)
     print(f"evaluate: rel L2 {acc.rel_l2:.3e}, max abs {acc.max_abs:.3e} -> {metrics}")
 
 
