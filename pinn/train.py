@@ -109,17 +109,6 @@ def loss_terms(
     return jnp.stack(terms), aux
 
 
-#: NTK diagnostics off unless params set `train.ntk_every`; points per term of the subsample
-DEFAULT_NTK_POINTS = 64
-
-
-def ntk_settings(cfg: Params) -> tuple[int, int]:
-    """(`train.ntk_every`, `train.ntk_points`) with their defaults (0 = off, 64)."""
-    every = int(getattr(cfg.train, "ntk_every", 0) or 0)
-    points = int(getattr(cfg.train, "ntk_points", DEFAULT_NTK_POINTS) or DEFAULT_NTK_POINTS)
-    return every, points
-
-
 def per_point_sq_grad_norm(residual: Callable, params) -> jax.Array:
     """Mean over the M outputs of `residual(params) -> (M,)` of ‖∂rᵢ/∂θ‖² (= tr(J Jᵀ) / M)."""
     jac = jax.jacrev(residual)(params)
@@ -162,7 +151,7 @@ class Trainer:
             first_batch = lambda k: self.sampler.batch(self.sampler.init(k))[0]
             rows = jax.eval_shape(first_batch, jax.random.PRNGKey(0)).shape[0]
             distributed.check_batch_sizes(cfg, rows, mesh)
-        self.ntk_every, ntk_points = ntk_settings(cfg)
+        self.ntk_every, ntk_points = cfg.train.ntk_every, cfg.train.ntk_points
         if self.ntk_every:
             # the fixed subsample: drawn once from the seed, the same at every step
             k_int, k_ic, k_bc = jax.random.split(

@@ -162,15 +162,9 @@ def test_cascade_then_refine_end_to_end(tmp_path):
 # NTK diagnostics
 
 
-def _with_ntk(cfg, every: int, points: int):
-    """`cfg` with `train.ntk_every` / `train.ntk_points` set (whether or not the params schema
-    declares them yet)."""
-    train = cfg.train.model_copy(update={"ntk_every": every, "ntk_points": points})
-    return cfg.model_copy(update={"train": train})
-
-
 def _ntk_trainer(every: int = 5, points: int = 8, **over):
-    cfg = _with_ntk(_cfg(**{"model.width": 6, "model.depth": 1, **over}), every, points)
+    cfg = _cfg(**{"model.width": 6, "model.depth": 1, "train.ntk_every": every,
+                  "train.ntk_points": points, **over})
     problem = make_problem(cfg.problem.name)
     trainer, model = cascade.make_trainer(cfg, problem, "level0")
     return trainer, cascade.state_template(trainer, model, cfg, "level0")
