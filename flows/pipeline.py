@@ -66,7 +66,9 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
 from prefect.states import Failed  # noqa: E402
 
-from pinn.pipeline import StageNode, read_dag, subprocess_env  # noqa: E402,F401 (re-exported)
+from pinn.pipeline import (  # noqa: E402,F401 (re-exported)
+    DVC_PUSH_HINT, StageNode, has_default_remote, read_dag, subprocess_env,
+)
 
 RAN, SKIPPED, RESTORED = "ran", "skipped", "restored"
 #: retries of a stage after a transient failure (exit statuses other than `PERMANENT_EXIT`)
@@ -79,7 +81,6 @@ MAX_EMBEDDED_IMAGE_BYTES = 2_000_000
 #: state name of a flow run stopped by invalid params (exit status 2 from `python -m flows.pipeline`)
 INVALID_PARAMS = "InvalidParams"
 #: printed by `dvc repro` after any stage ran, whatever the configuration (dvc/commands/repro.py)
-DVC_PUSH_HINT = "Use `dvc push` to send your updates to remote storage."
 #: default prefix of the artifact keys (`pinn-report`, `pinn-metrics`, `pinn-stages`)
 ARTIFACTS = "pinn"
 
@@ -104,14 +105,6 @@ def run_graph(dag: list[StageNode]) -> dict[str, tuple[str, ...]]:
              and all(g in ancestors[other] for other in names if other != g)}
     return {name: tuple(sorted(u for u in ups if u not in gates or ups <= gates))
             for name, ups in upstream.items()}
-
-
-def has_default_remote(root: str | Path) -> bool:
-    """Whether the DVC project at `root` has a default remote (`dvc remote default`)."""
-    from dvc.repo import Repo
-
-    with Repo(str(root)) as repo:
-        return bool(repo.config["core"].get("remote"))
 
 
 def check_params(root: Path, params_name: str = "params.yaml") -> str | None:

@@ -145,7 +145,27 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
+#: printed by `dvc repro` whenever a stage ran, remote or not
+DVC_PUSH_HINT = "Use `dvc push` to send your updates to remote storage."
+
+
+def has_default_remote(root: str | Path) -> bool:
+    """Whether the DVC project at `root` has a default remote (`dvc remote default`)."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return bool(repo.config["core"].get("remote"))
+
+
 def repro(root: str | Path, *, force: bool = False) -> int:
-    """`dvc repro` in `root` (output streamed); returns its exit status."""
+    """`dvc repro` in `root`, its output streamed line by line (without DVC's `dvc push` hint
+    when the project has no remote to push to); returns its exit status."""
     cmd = [sys.executable, "-m", "dvc", "repro"] + (["--force"] if force else [])
-    return subprocess.call(cmd, cwd=root, env=subprocess_env())
+    hide = set() if has_default_remote(root) else {DVC_PUSH_HINT}
+    with subprocess.Popen(cmd, cwd=root, env=subprocess_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        for line in proc.stdout:
+            if line.strip() not in hide:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+    return proc.returncode
