@@ -182,6 +182,7 @@ def _metrics_by_experiment(root: Path, env: dict, levels=("level0", "level1", "l
     return found
 
 
+@pytest.mark.timeout(3600)  # 19 experiments: about 15 min on an idle 2-core CPU
 def test_every_override_takes_effect_and_reruns_only_what_it_touches(project):
     root, env = project
     problems = []
