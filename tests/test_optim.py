@@ -15,19 +15,27 @@ import numpy as np
 import pytest
 
 from pinn.config import OptimizerConfig, RefineConfig
+from pinn.errors import UserError
 from pinn.optim import (
     CONVERGED,
+    DENSE_MAX_PARAMS,
     IDLE,
     STEPPED,
     ScaleByDenseQuasiNewtonState,
     adam,
+    apply_update,
+    apply_update_to_vector,
+    check_dense_size,
+    identity_update,
     inverse_hessian_update,
+    qn_block,
     learning_rate_schedule,
     quasi_newton_runner,
     refine_optimizer,
     run_quasi_newton,
     scale_by_dense_quasi_newton,
     self_scaled_coefficients,
+    self_scaled_update,
     should_switch,
 )
 
@@ -173,6 +181,88 @@ def test_self_scaled_updates_match_numpy_transcription_and_secant():
     assert min(thetas) < 0 and 1.0 in thetas and any(0 < t < 1 for t in thetas)
 
 
+def _old_rank_two_update(H, hy, yhy, s, y, b, variant):
+    """The update as written before the factored form (commit 98d4d4f): three outer products."""
+    rho = 1.0 / jnp.dot(y, s)
+    coef = self_scaled_coefficients(b, rho * yhy, s.shape[0], variant)
+    v = rho * s - hy / yhy
+    inv_tau = 1.0 / coef.tau
+    return (
+        H * inv_tau
+        - (inv_tau / yhy) * jnp.outer(hy, hy)
+        + (coef.phi * yhy * inv_tau) * jnp.outer(v, v)
+        + rho * jnp.outer(s, s)
+    )
+
+
+@jax.jit
+def _factored_and_old(H, s, y, b, g):
+    out = {}
+    hy = H @ y
+    yhy = jnp.dot(y, hy)
+    for variant in ("bfgs", "ssbfgs", "ssbroyden"):
+        update = self_scaled_update(hy, yhy, s, y, b, variant)
+        old = _old_rank_two_update(H, hy, yhy, s, y, b, variant)
+        out[variant] = (apply_update(H, update), old, apply_update_to_vector(update, H @ g, g), old @ g)
+    return out
+
+
+def test_factored_update_equals_old_formula():
+    """H₊ from the two-outer-product factors (one fused pass) and H₊ g from H g in O(n) equal the
+    previous three-outer-product formula to 1e-12 relative, float64, random SPD H, n = 300."""
+    rng = np.random.default_rng(7)
+    n = 300
+    for b_target in (0.03, 0.2, 0.6, 0.95, 1.5, 5.0, 30.0):
+        H, s, y, b = _random_pair(rng, n, b_target)
+        g = rng.normal(size=n)
+        out = _factored_and_old(*(jnp.asarray(a) for a in (H, s, y, b, g)))
+        for variant, (new, old, new_hg, old_hg) in out.items():
+            new, old, new_hg, old_hg = map(np.asarray, (new, old, new_hg, old_hg))
+            assert np.abs(new - old).max() <= 1e-12 * np.abs(old).max(), (b_target, variant)
+            assert np.linalg.norm(new_hg - old_hg) <= 1e-12 * np.linalg.norm(old_hg), (b_target, variant)
+
+
+def test_identity_and_reset_updates_are_exact():
+    H = jnp.asarray(np.random.default_rng(8).normal(size=(7, 7)))
+    g = jnp.arange(7.0)
+    np.testing.assert_array_equal(np.asarray(apply_update(H, identity_update(7, H.dtype))), np.asarray(H))
+    np.testing.assert_array_equal(np.asarray(apply_update(H, identity_update(7, H.dtype, reset=True))), np.eye(7))
+    np.testing.assert_array_equal(np.asarray(apply_update_to_vector(identity_update(7, H.dtype), H @ g, g)),
+                                  np.asarray(H @ g))
+
+
+def test_check_dense_size_refuses_large_dense_and_names_the_key():
+    gib = 2**30
+    check_dense_size(2000, "ssbroyden", memory_bytes=24 * gib)
+    check_dense_size(10**7, "lbfgs", memory_bytes=gib)  # L-BFGS is never refused
+    for n, memory, reason in [(DENSE_MAX_PARAMS + 1, 10**15, "limit"), (10_000, 4 * gib, "memory")]:
+        for method in DENSE:
+            with pytest.raises(UserError) as err:
+                check_dense_size(n, method, memory_bytes=memory)
+            message = str(err.value)
+            assert "\n" not in message and f"refine.method = {method!r}" in message
+            assert "'lbfgs'" in message and reason in message
+    # the memory rule: 3 copies of 8 n² bytes within half the memory
+    n_fit = int((0.5 * 8 * gib / 24) ** 0.5)
+    check_dense_size(n_fit, "bfgs", memory_bytes=8 * gib)
+    with pytest.raises(UserError):
+        check_dense_size(n_fit + 10, "bfgs", memory_bytes=8 * gib)
+
+
+def test_dense_block_keeps_one_inverse_hessian():
+    """The compiled block holds no n×n temporary (H is updated in place in the scan carry; before,
+    `lax.cond` over the state kept an extra copy), and with the state donated the caller's H is reused
+    for the result (`quasi_newton_runner(..., donate_state=True)`)."""
+    n = 512
+    opt = _opt("ssbroyden")
+    loss = lambda x, a: jnp.sum((x - a) ** 2) + jnp.sum(x**4)  # noqa: E731
+    x = jnp.zeros(n)
+    fn = jax.jit(lambda p, s, k, a: qn_block(p, s, k, a, loss_fn=loss, opt=opt, block_size=2), donate_argnums=(1,))
+    mem = fn.lower(x, opt.init(x), jnp.int32(2), x).compile().memory_analysis()
+    assert mem.temp_size_in_bytes < 0.1 * 8 * n * n
+    assert mem.alias_size_in_bytes >= 8 * n * n
+
+
 def test_transform_infers_b_from_the_step_and_updates_h():
     """Two manual steps x₊ = x + α d on a quadratic: the state's H equals the numpy transcription with
     b = sᵀBs/yᵀs, B = H⁻¹ (which the transform infers from the stored direction and gradient)."""
@@ -291,6 +381,21 @@ def test_zero_loss_freezes_without_nan(runners, method):
     assert status[-1] == IDLE  # stopped before the block ended, then frozen
     last = int(np.flatnonzero(status != IDLE)[-1])
     assert status[last] != STEPPED
+
+
+def test_idle_iterations_leave_the_state_unchanged(runners):
+    """num_steps = 0: every iteration IDLE; params and the dense H come back bit-identical (the H
+    update after the step/no-step `lax.cond` is masked to the exact identity)."""
+    qn = runners["ssbroyden"]
+    data = _quadratic(4, 1e3)
+    x0 = jnp.zeros(N_PARAMS)
+    x, state, _ = qn.block(x0, qn.init(x0), *data, num_steps=5)
+    H = np.asarray(_dense_state(state).inverse_hessian)
+    assert not np.allclose(H, np.eye(N_PARAMS))
+    x2, state2, info = qn.block(x, state, *data, num_steps=0)
+    assert np.all(np.asarray(info.status) == IDLE) and np.all(np.asarray(info.linesearch_steps) == 0)
+    np.testing.assert_array_equal(np.asarray(x2), np.asarray(x))
+    np.testing.assert_array_equal(np.asarray(_dense_state(state2).inverse_hessian), H)
 
 
 def test_run_quasi_newton_partial_blocks_match_one_block(runners):

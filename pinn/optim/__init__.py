@@ -18,11 +18,18 @@ from pinn.optim.quasi_newton import (
     run_quasi_newton,
 )
 from pinn.optim.ssbroyden import (
+    DENSE_MAX_PARAMS,
+    InverseHessianUpdate,
     ScaleByDenseQuasiNewtonState,
     SelfScaledCoefficients,
+    apply_update,
+    apply_update_to_vector,
+    check_dense_size,
+    identity_update,
     inverse_hessian_update,
     scale_by_dense_quasi_newton,
     self_scaled_coefficients,
+    self_scaled_update,
     ssbroyden,
 )
 
@@ -32,4 +39,6 @@ __all__ = [
     "adam", "inverse_hessian_update", "lbfgs", "learning_rate_schedule", "qn_block", "qn_reset_cache",
     "quasi_newton_runner", "refine_optimizer", "run_quasi_newton", "scale_by_dense_quasi_newton",
     "self_scaled_coefficients", "should_switch", "ssbroyden",
+    "DENSE_MAX_PARAMS", "InverseHessianUpdate", "apply_update", "apply_update_to_vector", "check_dense_size",
+    "identity_update", "self_scaled_update",
 ]

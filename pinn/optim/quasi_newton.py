@@ -18,6 +18,11 @@ decreased. A rejected step restarts the optimizer state (H = I / empty L-BFGS me
 parameters; a second rejection in a row (or ‖g‖ ≤ grad_tol) freezes the parameters for the rest of the
 block (reported in `QuasiNewtonBlockInfo.status`); the next block checks again from its first
 iteration (after new points it usually makes progress again).
+
+Memory: a dense n×n H lives only in the scan carry. The step / no-step / restart `lax.cond`s read it
+and return the rest of the state, whose `last_update` holds the update's O(n) factors; H is then
+updated once per iteration, in place (`pinn.optim.ssbroyden.apply_update`). A block therefore holds
+H twice (the argument and the carry; once with `donate_state=True`) and no n×n temporary.
 """
 
 from __future__ import annotations
@@ -30,7 +35,14 @@ import numpy as np
 import optax
 
 from pinn.config import RefineConfig
-from pinn.optim.ssbroyden import VARIANTS, ScaleByDenseQuasiNewtonState, ssbroyden, zoom_linesearch
+from pinn.optim.ssbroyden import (
+    VARIANTS,
+    ScaleByDenseQuasiNewtonState,
+    apply_update,
+    identity_update,
+    ssbroyden,
+    zoom_linesearch,
+)
 
 LossFn = Callable[..., jax.Array]
 
@@ -63,6 +75,7 @@ class QuasiNewtonBlockInfo(NamedTuple):
     grad_norm: jax.Array  # ‖g‖ at the iterate where the iteration started
     stepsize: jax.Array  # accepted line-search step length (0 if no step was accepted)
     status: jax.Array  # int32, STEPPED | IDLE | CONVERGED | RESTARTED | STOPPED
+    linesearch_steps: jax.Array  # int32, steps of the line search (loss evaluations; 0 without one)
 
 
 class QuasiNewtonRunner(NamedTuple):
@@ -91,6 +104,39 @@ def _all_finite(tree: Any) -> jax.Array:
 
 def _is_qn_state(x: Any) -> bool:
     return isinstance(x, (optax.ScaleByLBFGSState, ScaleByDenseQuasiNewtonState))
+
+
+def _is_dense(x: Any) -> bool:
+    return isinstance(x, ScaleByDenseQuasiNewtonState)
+
+
+def _map_dense(fn: Callable[[ScaleByDenseQuasiNewtonState], Any], state: optax.OptState) -> optax.OptState:
+    """`state` with every dense quasi-Newton sub-state replaced by `fn(sub_state)`."""
+    return jax.tree.map(lambda s: fn(s) if _is_dense(s) else s, state, is_leaf=_is_dense)
+
+
+def _split_hessians(state: optax.OptState) -> tuple[optax.OptState, list[jax.Array]]:
+    """(`state` without its n×n inverse Hessians (fields set to None), the Hessians in tree order)."""
+    hessians = [s.inverse_hessian for s in jax.tree.leaves(state, is_leaf=_is_dense) if _is_dense(s)]
+    return _map_dense(lambda s: s._replace(inverse_hessian=None), state), hessians
+
+
+def _join_hessians(small: optax.OptState, hessians: list[jax.Array], *, apply: bool = False) -> optax.OptState:
+    """Put the Hessians back into `small` (from `_split_hessians`); with `apply`, each is first
+    updated by its state's `last_update` (one fused pass over H, `apply_update`)."""
+    it = iter(hessians)
+
+    def put(s: ScaleByDenseQuasiNewtonState) -> ScaleByDenseQuasiNewtonState:
+        h = next(it)
+        return s._replace(inverse_hessian=apply_update(h, s.last_update) if apply else h)
+
+    return _map_dense(put, small)
+
+
+def _no_update(state: optax.OptState) -> optax.OptState:
+    """`state` whose dense sub-states' `last_update` leaves H unchanged."""
+    return _map_dense(
+        lambda s: s._replace(last_update=identity_update(s.prev_params.shape[0], s.prev_params.dtype)), state)
 
 
 def _restart_state(opt: optax.GradientTransformationExtraArgs, params: optax.Params, value: jax.Array,
@@ -145,7 +191,12 @@ def qn_block(params: optax.Params, opt_state: optax.OptState, num_steps: jax.Arr
 
     def iteration(carry, index):
         params, state, stopped, restarted = carry
-        value, grad = value_and_grad(params, state=state)
+        # The dense n×n inverse Hessians never pass through a lax.cond: the branches read them (as
+        # operands) and return the rest of the state, whose `last_update` holds the update's factors
+        # (the identity update without a step, H = I after a restart); H is then updated once, in
+        # place in the scan carry (`_join_hessians`).
+        small, hessians = _split_hessians(state)
+        value, grad = value_and_grad(params, state=small)
         grad_norm = optax.tree.norm(grad)
         in_range = index < num_steps
         bad_start = ~jnp.isfinite(value) | ~jnp.isfinite(grad_norm)
@@ -153,32 +204,38 @@ def qn_block(params: optax.Params, opt_state: optax.OptState, num_steps: jax.Arr
         run = in_range & ~stopped & ~bad_start & ~converged
 
         def take_step(_):
-            updates, new_state = opt.update(grad, state, params, value=value, grad=grad, value_fn=fn)
-            new_state = _cast_like(new_state, state)
+            full = _join_hessians(small, hessians)
+            updates, new_state = opt.update(grad, full, params, value=value, grad=grad, value_fn=fn)
+            new_state = _split_hessians(_cast_like(new_state, full))[0]
             new_params = optax.apply_updates(params, updates)
             new_value = jnp.asarray(optax.tree.get(new_state, "value"), value.dtype)
             accept = jnp.isfinite(new_value) & _all_finite(new_params) & (new_value < value)
             stepsize = jnp.asarray(optax.tree.get(new_state, "learning_rate"), value.dtype)
+            ls_steps = jnp.asarray(optax.tree.get(new_state, "num_linesearch_steps"), jnp.int32)
+            # a restart's state says `last_update.reset`: H = I once applied
+            restart = _split_hessians(_restart_state(opt, params, value, grad, full))[0]
             return jax.lax.cond(
                 accept,
-                lambda: (new_params, new_state, new_value, stepsize, jnp.asarray(STEPPED)),
-                lambda: (params, _restart_state(opt, params, value, grad, state), value,
-                         jnp.zeros_like(value), jnp.where(restarted, STOPPED, RESTARTED)),
+                lambda: (new_params, new_state, new_value, stepsize, jnp.asarray(STEPPED), ls_steps),
+                lambda: (params, restart, value, jnp.zeros_like(value), jnp.where(restarted, STOPPED, RESTARTED),
+                         ls_steps),
             )
 
         def no_step(_):
             status = jnp.where(in_range & ~stopped & bad_start, STOPPED,
                                jnp.where(in_range & ~stopped & converged, CONVERGED, IDLE))
             # keep the computed value/gradient in the cache unless they are not finite
-            cached = _cast_like(optax.tree.set(state, value=value, grad=grad), state)
-            cached = jax.tree.map(lambda old, new: jnp.where(bad_start, old, new), state, cached)
-            return params, cached, value, jnp.zeros_like(value), jnp.asarray(status)
+            cached = _cast_like(optax.tree.set(small, value=value, grad=grad), small)
+            cached = jax.tree.map(lambda old, new: jnp.where(bad_start, old, new), small, cached)
+            return params, _no_update(cached), value, jnp.zeros_like(value), jnp.asarray(status), jnp.zeros((), jnp.int32)
 
-        new_params, new_state, new_value, stepsize, status = jax.lax.cond(run, take_step, no_step, None)
+        new_params, new_small, new_value, stepsize, status, ls_steps = jax.lax.cond(run, take_step, no_step, None)
+        new_state = _join_hessians(new_small, hessians, apply=True)
         status = status.astype(jnp.int32)
         new_stopped = stopped | (status == STOPPED) | (status == CONVERGED)
         new_restarted = jnp.where(status == STEPPED, False, restarted | (status == RESTARTED))
-        info = QuasiNewtonBlockInfo(loss=new_value, grad_norm=grad_norm, stepsize=stepsize, status=status)
+        info = QuasiNewtonBlockInfo(loss=new_value, grad_norm=grad_norm, stepsize=stepsize, status=status,
+                                    linesearch_steps=ls_steps)
         return (new_params, new_state, new_stopped, new_restarted), info
 
     init = (params, opt_state, jnp.asarray(False), jnp.asarray(False))
@@ -187,7 +244,7 @@ def qn_block(params: optax.Params, opt_state: optax.OptState, num_steps: jax.Arr
 
 
 def quasi_newton_runner(loss_fn: LossFn, opt: optax.GradientTransformationExtraArgs, *, block_size: int,
-                        grad_tol: float = 0.0) -> QuasiNewtonRunner:
+                        grad_tol: float = 0.0, donate_state: bool = False) -> QuasiNewtonRunner:
     """Blocks of quasi-Newton iterations on `loss_fn(params, *loss_args) -> scalar`, compiled once.
 
     Typical use (points changed between blocks, same shapes, no recompilation)::
@@ -197,6 +254,11 @@ def quasi_newton_runner(loss_fn: LossFn, opt: optax.GradientTransformationExtraA
         for points in point_sets:
             state = qn.reset_cache(state, params, points)
             params, state, info = qn.block(params, state, points)
+
+    `donate_state=True` donates the optimizer state passed to `block` and `reset_cache` to XLA: the
+    dense n×n H is then updated in the caller's buffer instead of a copy (peak memory one H instead
+    of two; `benchmarks/refine_speed.py` measures both), and the state passed in must not be used
+    again — nor still be read by anything else, e.g. an asynchronous checkpoint save of it.
     """
     if block_size <= 0:
         raise ValueError(f"block_size = {block_size}: must be > 0")
@@ -204,11 +266,13 @@ def quasi_newton_runner(loss_fn: LossFn, opt: optax.GradientTransformationExtraA
     def init(params: optax.Params) -> optax.OptState:
         return _strong(opt.init(params))
 
+    donate = (1,) if donate_state else ()
     block_jit = jax.jit(
         lambda params, opt_state, num_steps, *loss_args: qn_block(
             params, opt_state, num_steps, *loss_args, loss_fn=loss_fn, opt=opt, block_size=block_size,
             grad_tol=grad_tol,
-        )
+        ),
+        donate_argnums=donate,
     )
 
     def block(params: optax.Params, opt_state: optax.OptState, *loss_args: Any,
@@ -218,7 +282,8 @@ def quasi_newton_runner(loss_fn: LossFn, opt: optax.GradientTransformationExtraA
             raise ValueError(f"num_steps = {steps}: must be in [0, block_size = {block_size}]")
         return block_jit(params, opt_state, jnp.asarray(steps, jnp.int32), *loss_args)
 
-    reset_jit = jax.jit(lambda opt_state, params, *loss_args: qn_reset_cache(opt_state, params, loss_fn, *loss_args))
+    reset_jit = jax.jit(lambda opt_state, params, *loss_args: qn_reset_cache(opt_state, params, loss_fn, *loss_args),
+                        donate_argnums=(0,) if donate_state else ())
     return QuasiNewtonRunner(init=init, block=block, reset_cache=reset_jit)
 
 

@@ -15,10 +15,17 @@ with (θ, φ, τ) from `self_scaled_coefficients`. Special cases: self-scaled BF
 state stores the previous parameters, gradient and direction, and each `update(grad, state, params)`
 first updates H from the step just taken and then returns d = −H g. Chain it with a line search
 (`ssbroyden(cfg)` does, with optax's zoom line search, strong Wolfe c1 = 1e-4, c2 = 0.9).
+
+Cost per update, H being the only O(n²) object: H is read for H y and for H g, and H₊ is written in
+one fused pass from O(n) factors (`InverseHessianUpdate`, two outer products; `apply_update`); H₊ g
+comes from H g in O(n). No n×n matrix is selected or copied, and the factors are kept in the state so
+that the block runner (`pinn.optim.quasi_newton`) can keep H out of its `lax.cond`s.
+`check_dense_size` refuses sizes at which a dense H does not fit the memory or a time budget.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Literal, NamedTuple, Optional
 
 import jax
@@ -27,6 +34,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from pinn.config import RefineConfig
+from pinn.errors import UserError
 
 Variant = Literal["bfgs", "ssbfgs", "ssbroyden"]
 VARIANTS: tuple[str, ...] = ("bfgs", "ssbfgs", "ssbroyden")
@@ -78,30 +86,91 @@ def self_scaled_coefficients(b: jax.Array, h: jax.Array, n: int, variant: Varian
     return SelfScaledCoefficients(theta=theta, phi=phi, tau=tau)
 
 
-def _rank_two_update(inverse_hessian: jax.Array, hy: jax.Array, yhy: jax.Array, s: jax.Array, y: jax.Array,
-                     b: jax.Array, variant: Variant) -> jax.Array:
+class InverseHessianUpdate(NamedTuple):
+    """One update of a dense inverse Hessian H (n×n) in factored form, applied in one pass over H:
+
+        H₊ = I                                                          if reset
+        H₊ = scale · H + left[0] right[0]ᵀ + left[1] right[1]ᵀ           otherwise
+
+    For the self-scaled Broyden family (`self_scaled_update`) left = (H y, s) and right =
+    (α H y + β s, β H y + γ s): the symmetric rank-two correction in span{H y, s}.
+    `identity_update(n)` (scale 1, zero factors, reset False) leaves H unchanged exactly.
+    """
+
+    scale: jax.Array  # () multiplier of H
+    left: jax.Array  # (2, n)
+    right: jax.Array  # (2, n)
+    reset: jax.Array  # () bool: H₊ = I
+
+
+def identity_update(n: int, dtype: jnp.dtype, *, reset: bool = False) -> InverseHessianUpdate:
+    """The update that leaves H (n×n) unchanged, or, with `reset=True`, sets H₊ = I."""
+    zeros = jnp.zeros((2, n), dtype)
+    return InverseHessianUpdate(scale=jnp.ones((), dtype), left=zeros, right=zeros, reset=jnp.asarray(reset))
+
+
+def self_scaled_update(hy: jax.Array, yhy: jax.Array, s: jax.Array, y: jax.Array, b: jax.Array,
+                       variant: Variant) -> InverseHessianUpdate:
+    """Factors of the self-scaled Broyden update (Urbán, Stefanou & Pons 2025, eqs. 13–23)
+
+        H₊ = [H − H y yᵀH/(yᵀHy) + φ (yᵀHy) v vᵀ]/τ + ρ s sᵀ,   v = ρ s − H y/(yᵀHy),
+
+    from `hy = H y (n,)`, `yhy = yᵀHy ()`, `s, y (n,)`, `b = sᵀBs/yᵀs ()`, with θ, φ, τ from
+    `self_scaled_coefficients`. Expanding v vᵀ gives H₊ = H/τ + α (Hy)(Hy)ᵀ + β (Hy sᵀ + s (Hy)ᵀ)
+    + γ s sᵀ with α = (φ − 1)/(τ yᵀHy), β = −φρ/τ, γ = ρ (1 + φρ yᵀHy/τ) (for BFGS, α = 0: Nocedal &
+    Wright eq. 6.17 expanded), returned as two outer products. O(n); H is not read. No guards here.
+    """
     rho = 1.0 / jnp.dot(y, s)
     coef = self_scaled_coefficients(b, rho * yhy, s.shape[0], variant)
-    v = rho * s - hy / yhy
     inv_tau = 1.0 / coef.tau
-    return (
-        inverse_hessian * inv_tau
-        - (inv_tau / yhy) * jnp.outer(hy, hy)
-        + (coef.phi * yhy * inv_tau) * jnp.outer(v, v)
-        + rho * jnp.outer(s, s)
+    alpha = (coef.phi - 1.0) * inv_tau / yhy
+    beta = -coef.phi * rho * inv_tau
+    gamma = rho * (1.0 + coef.phi * rho * yhy * inv_tau)
+    return InverseHessianUpdate(
+        scale=inv_tau,
+        left=jnp.stack([hy, s]),
+        right=jnp.stack([alpha * hy + beta * s, beta * hy + gamma * s]),
+        reset=jnp.zeros((), bool),
     )
+
+
+def apply_update(inverse_hessian: jax.Array, update: InverseHessianUpdate) -> jax.Array:
+    """H₊ of `update` (see `InverseHessianUpdate`) from H (n, n) -> (n, n).
+
+    One fused loop over H (scale, two outer products by broadcasting, the reset as a select with a
+    scalar predicate) that reads H once and writes H₊ in place of H when H is dead afterwards (a scan
+    carry, a donated argument): no n×n temporary; the reset's unit diagonal is then added by an O(n)
+    scatter. The factors pass an optimization barrier first: without it XLA fuses their producers
+    (scalings, masks) into the n×n loop and recomputes them for every entry (≈ 30% slower at n = 5k).
+    """
+    n = inverse_hessian.shape[0]
+    dtype = inverse_hessian.dtype
+    scale, left, right, reset = jax.lax.optimization_barrier(
+        (update.scale, update.left, update.right, update.reset))
+    updated = inverse_hessian * scale
+    for k in range(left.shape[0]):
+        updated = updated + left[k][:, None] * right[k][None, :]
+    updated = jnp.where(reset, jnp.zeros((), dtype), updated)
+    diagonal = jnp.arange(n)
+    return updated.at[diagonal, diagonal].add(reset.astype(dtype))
+
+
+def apply_update_to_vector(update: InverseHessianUpdate, hg: jax.Array, g: jax.Array) -> jax.Array:
+    """H₊ g (n,) from H g (n,) and g (n,) in O(n): scale·Hg + Σₖ leftₖ (rightₖᵀ g), or g after a reset."""
+    return jnp.where(update.reset, g, update.scale * hg + update.left.T @ (update.right @ g))
 
 
 def inverse_hessian_update(
     inverse_hessian: jax.Array, s: jax.Array, y: jax.Array, b: jax.Array, variant: Variant
 ) -> jax.Array:
-    """H₊ = [H − H y yᵀH/(yᵀHy) + φ (yᵀHy) v vᵀ]/τ + ρ s sᵀ, v = ρ s − H y/(yᵀHy) (Urbán et al. 2025).
+    """H₊ = [H − H y yᵀH/(yᵀHy) + φ (yᵀHy) v vᵀ]/τ + ρ s sᵀ, v = ρ s − H y/(yᵀHy) (Urbán et al. 2025,
+    eqs. 13–23), for H (n, n), s, y (n,), b = sᵀBs/yᵀs (); returns (n, n).
 
-    `b = sᵀBs/yᵀs` is supplied by the caller (it needs the step length; see the module docstring).
+    `b` is supplied by the caller (it needs the step length; see the module docstring).
     No guards here: the caller skips the update when yᵀs ≤ 0 or the result would not be finite.
     """
     hy = inverse_hessian @ y
-    return _rank_two_update(inverse_hessian, hy, jnp.dot(y, hy), s, y, b, variant)
+    return apply_update(inverse_hessian, self_scaled_update(hy, jnp.dot(y, hy), s, y, b, variant))
 
 
 class ScaleByDenseQuasiNewtonState(NamedTuple):
@@ -119,6 +188,7 @@ class ScaleByDenseQuasiNewtonState(NamedTuple):
     prev_direction_scale: jax.Array  # c with d = −c H g (c < 1 only for a first step)
     num_skipped: jax.Array  # updates skipped by the guards, int32
     num_resets: jax.Array  # resets of H to I (−gᵀd ≤ 0, d not finite, or a failed Cholesky test), int32
+    last_update: InverseHessianUpdate  # the update that made `inverse_hessian` (reset after init)
 
 
 def scale_by_dense_quasi_newton(variant: Variant = "ssbroyden") -> optax.GradientTransformation:
@@ -128,13 +198,19 @@ def scale_by_dense_quasi_newton(variant: Variant = "ssbroyden") -> optax.Gradien
     1. s = x − x_prev, y = g − g_prev, b = sᵀBs/yᵀs computed without B: the step was s = t d_prev
        with t = sᵀd_prev/‖d_prev‖² (the line search's step length), and B d_prev = −c g_prev, so
        b = −t c ρ sᵀg_prev;
-    2. updates H by `inverse_hessian_update`, skipped when count = 0, yᵀs ≤ ε‖y‖‖s‖, b ≤ 0 or its
-       ingredients (H y, yᵀHy, s) are not finite. The initial H is I, not rescaled to
-       (yᵀs/yᵀy) I as in Nocedal & Wright eq. 6.20 (as Urbán et al.; the rescaling was slower on
-       our tests);
-    3. d = −c H g with c = min(1, 1/‖g‖) while H is the initial identity (as optax's L-BFGS first
-       step), else c = 1; if −gᵀd ≤ 0 or d is not finite, H is reset to I (not positive definite).
-    The positive-definiteness test by Cholesky is done between blocks (`qn_reset_cache`), not here.
+    2. H y and H g (two products with H); the update of H (`self_scaled_update`)
+       is skipped (zero coefficients) when count = 0, yᵀs ≤ ε‖y‖‖s‖, b ≤ 0 or its ingredients
+       (H y, yᵀHy, s) are not finite. The initial H is I, not rescaled to (yᵀs/yᵀy) I as in
+       Nocedal & Wright eq. 6.20 (as Urbán et al.; the rescaling was slower on our tests);
+    3. d = −c H₊ g with H₊ g formed in O(n) from H g and the update's factors
+       (`apply_update_to_vector`); c = min(1, 1/‖g‖) while H is the initial identity (as optax's
+       L-BFGS first step), else c = 1; if −gᵀd ≤ 0 or d is not finite, H₊ = I instead (not
+       positive definite);
+    4. H₊ is written in one fused pass over H (`apply_update`), the reset included; the factors are
+       kept in `state.last_update`, so a caller that holds H outside the state (the block runner)
+       can apply the same update itself.
+    So H is read three times and written once per update, and no n×n temporary is made. The
+    positive-definiteness test by Cholesky is done between blocks (`qn_reset_cache`), not here.
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant = {variant!r}: must be one of {VARIANTS}")
@@ -153,6 +229,7 @@ def scale_by_dense_quasi_newton(variant: Variant = "ssbroyden") -> optax.Gradien
             prev_direction_scale=jnp.asarray(1.0, flat.dtype),
             num_skipped=jnp.asarray(0, jnp.int32),
             num_resets=jnp.asarray(0, jnp.int32),
+            last_update=identity_update(n, flat.dtype, reset=True),
         )
 
     def update_fn(
@@ -165,7 +242,6 @@ def scale_by_dense_quasi_newton(variant: Variant = "ssbroyden") -> optax.Gradien
         dtype = g.dtype
         eps = jnp.finfo(dtype).eps
         n = g.shape[0]
-        inverse_hessian = state.inverse_hessian
 
         # 1. the pair (s, y) of the step just taken and b = sᵀBs/yᵀs
         s = x - state.prev_params
@@ -176,9 +252,11 @@ def scale_by_dense_quasi_newton(variant: Variant = "ssbroyden") -> optax.Gradien
         rho = 1.0 / jnp.where(ys > 0, ys, 1.0)
         b = -step_length * state.prev_direction_scale * rho * jnp.dot(s, state.prev_gradient)
 
-        # 2. H update, skipped when the pair is unusable (the scalars and vectors it is built from
-        #    are checked instead of the n×n result, so H is read and written once)
-        hy = inverse_hessian @ y
+        # 2. H y and H g (two matrix-vector products: as fast as one (n, 2) product, and faster than
+        #    the transposed form XLA made of that); the update's factors, zeroed when the pair is
+        #    unusable (scalars and vectors are selected, never the n×n matrix)
+        hy = state.inverse_hessian @ y
+        hg = state.inverse_hessian @ g
         yhy = jnp.dot(y, hy)
         valid_pair = (
             (state.count > 0)
@@ -190,28 +268,29 @@ def scale_by_dense_quasi_newton(variant: Variant = "ssbroyden") -> optax.Gradien
             & jnp.all(jnp.isfinite(hy))
             & jnp.all(jnp.isfinite(s))
         )
-        inverse_hessian = jax.lax.cond(
-            valid_pair,
-            lambda h: _rank_two_update(h, hy, yhy, s, y, b, variant),
-            lambda h: h,
-            inverse_hessian,
-        )
+        safe = lambda a, fallback: jnp.where(valid_pair, a, fallback)  # noqa: E731
+        update = self_scaled_update(safe(hy, 0.0), safe(yhy, 1.0), safe(s, 0.0), safe(y, 0.0), safe(b, 1.0),
+                                    variant)
+        update = InverseHessianUpdate(scale=safe(update.scale, 1.0), left=safe(update.left, 0.0),
+                                      right=safe(update.right, 0.0), reset=update.reset)
         fresh = state.fresh & ~valid_pair
         num_skipped = state.num_skipped + ((state.count > 0) & ~valid_pair).astype(jnp.int32)
 
-        # 3. direction d = −c H g; H is reset to I when d is not a descent direction
+        # 3. direction d = −c H₊ g; H₊ = I when d is not a descent direction
         first_step_scale = jnp.minimum(1.0, 1.0 / jnp.linalg.norm(g)).astype(dtype)
         scale = jnp.where(fresh, first_step_scale, jnp.ones((), dtype))
-        d = -scale * (inverse_hessian @ g)
+        d = -scale * apply_update_to_vector(update, hg, g)
         reset = ~fresh & ~((jnp.dot(g, d) < 0) & jnp.all(jnp.isfinite(d)))
-        inverse_hessian = jax.lax.cond(reset, lambda h: jnp.eye(n, dtype=dtype), lambda h: h, inverse_hessian)
         fresh = fresh | reset
         scale = jnp.where(reset, first_step_scale, scale)
         d = jnp.where(reset, -first_step_scale * g, d)
+        # after a reset the factors are zeroed: an update holds finite factors or is a reset
+        update = jax.tree.map(lambda a, r: jnp.where(reset, r, a), update, identity_update(n, dtype, reset=True))
 
+        # 4. H₊ in one pass
         new_state = ScaleByDenseQuasiNewtonState(
             count=optax.safe_increment(state.count),
-            inverse_hessian=inverse_hessian,
+            inverse_hessian=apply_update(state.inverse_hessian, update),
             fresh=fresh,
             prev_params=x,
             prev_gradient=g,
@@ -219,10 +298,64 @@ def scale_by_dense_quasi_newton(variant: Variant = "ssbroyden") -> optax.Gradien
             prev_direction_scale=scale,
             num_skipped=num_skipped,
             num_resets=state.num_resets + reset.astype(jnp.int32),
+            last_update=update,
         )
         return unravel(d), new_state
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+#: Largest parameter count for a dense inverse Hessian (time rule): per iteration H (8·n² bytes in
+#: float64) is read twice and written once; `benchmarks/refine_speed.py` measures about 0.1 s per
+#: iteration at n ≈ 5k on a 2-core CPU, so n = 20k costs ≈ 16× that: ~1.5 s per iteration, hours for
+#: the 10⁴ iterations of a refinement. L-BFGS costs O(m n) per iteration instead.
+DENSE_MAX_PARAMS = 20_000
+#: Copies of H alive at once (memory rule): the caller's optimizer state, the block's working copy,
+#: and one more between blocks (the Cholesky factor of `qn_reset_cache`, or a checkpoint's bytes).
+DENSE_COPIES = 3
+#: Share of the memory the dense copies may take.
+DENSE_MEMORY_FRACTION = 0.5
+
+
+def _memory_bytes() -> int:
+    """Memory of the default JAX device: its allocator limit (accelerators), else the host's RAM."""
+    try:
+        stats = jax.devices()[0].memory_stats() or {}
+    except Exception:  # backends without memory statistics
+        stats = {}
+    if "bytes_limit" in stats:
+        return int(stats["bytes_limit"])
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def check_dense_size(num_params: int, method: str, *, memory_bytes: Optional[int] = None,
+                     bytes_per_entry: int = 8) -> None:
+    """Refuse a dense quasi-Newton refinement (`method` in "bfgs" | "ssbfgs" | "ssbroyden") whose n×n
+    inverse Hessian is too large; other methods ("lbfgs") always pass.
+
+    Too large: `num_params` > `DENSE_MAX_PARAMS` (time per iteration grows as n²), or
+    `DENSE_COPIES` · bytes_per_entry · n² > `DENSE_MEMORY_FRACTION` · `memory_bytes` (default: the
+    default device's memory, `_memory_bytes()`). Raises `pinn.errors.UserError` with a one-line
+    message naming `refine.method` and suggesting `lbfgs`.
+    """
+    if method not in VARIANTS:
+        return
+    n = int(num_params)
+    one_copy = bytes_per_entry * n * n
+    advice = "use refine.method = 'lbfgs' (memory and time per iteration O(n)) or a smaller model"
+    if n > DENSE_MAX_PARAMS:
+        raise UserError(
+            f"refine.method = {method!r}: {n:,} parameters is above the dense inverse-Hessian limit of "
+            f"{DENSE_MAX_PARAMS:,} (each iteration reads and writes its {one_copy / 1e9:.1f} GB; hours per "
+            f"refinement); {advice}"
+        )
+    memory = _memory_bytes() if memory_bytes is None else int(memory_bytes)
+    if DENSE_COPIES * one_copy > DENSE_MEMORY_FRACTION * memory:
+        raise UserError(
+            f"refine.method = {method!r}: a dense inverse Hessian for {n:,} parameters needs "
+            f"{DENSE_COPIES} × {one_copy / 1e9:.1f} GB, more than {DENSE_MEMORY_FRACTION:.0%} of the "
+            f"{memory / 1e9:.1f} GB memory; {advice}"
+        )
 
 
 def zoom_linesearch(cfg: RefineConfig) -> optax.GradientTransformationExtraArgs:
