@@ -407,9 +407,9 @@ def test_no_usable_checkpoint_starts_over(tmp_path, inputs, baseline, env):
     project = new_project(tmp_path / "p", inputs)
     cfg, template = level0_template(project)
     # where the train stage keeps this run's checkpoints: <--resume>/<fingerprint of the params
-    # and of its --start and --reference files>/ckpt
+    # and of its --start, --reference and --collocation files>/ckpt
     fp = fingerprint(cfg, "train-level0", [project / stage_option(project, "train@level0", option)
-                                           for option in ("--start", "--reference")])
+                                           for option in ("--start", "--reference", "--collocation")])
     resume = resume_dir(project, "train@level0") / fp
     resume.mkdir(parents=True)
     ckpt = Checkpointer(resume / "ckpt")

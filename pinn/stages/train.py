@@ -70,7 +70,7 @@ def main(
             state = cascade.start_level(cfg, trainer, model, level, previous=previous,
                                         previous_trainer=prev_trainer)
 
-        saved = Resume(resume, fingerprint(cfg, f"train-{level}", [start, reference]))
+        saved = Resume(resume, fingerprint(cfg, f"train-{level}", [start, reference, collocation]))
         restored = saved.checkpoints.restore_latest(state)
         if restored is not None:
             step, state = restored
