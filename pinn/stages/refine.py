@@ -60,7 +60,8 @@ def main(
             from pinn.optim import check_dense_size
 
             # the memory part of the dense check (the gate checked the parameter count)
-            check_dense_size(count_params(carry.params), cfg.refine.method)
+            check_dense_size(count_params(carry.params), cfg.refine.method,
+                             bytes_per_entry=8 if cfg.refine.precision == "float64" else 4)
             weights = np.asarray(trainer.balancer.weights(carry.balancer_state))
             saved = Resume(resume, fingerprint(cfg, "refine", [start, collocation, reference]))
 
