@@ -53,31 +53,62 @@ class _Section(BaseModel):
 PositiveInt = Field(gt=0)
 
 
+BUILTIN_PROBLEMS = ("allen_cahn_1d", "allen_cahn_2d", "burgers_1d")
+
+
 class ProblemConfig(_Section):
-    name: Literal["allen_cahn_1d", "allen_cahn_2d", "burgers_1d"] = "allen_cahn_1d"
-    #: PDE coefficients, e.g. {diffusion: 1e-4, reaction: 5.0}; names checked against the problem.
-    coefficients: dict[str, float] = Field(default_factory=dict)
+    """The PDE: a built-in (`name`, an alias) or a class in the user's own file (`target`,
+    `path/to/file.py:Class` relative to the project root, or `package.module:Class`); exactly one
+    of the two (neither: the default `allen_cahn_1d`)."""
+
+    name: Optional[Literal["allen_cahn_1d", "allen_cahn_2d", "burgers_1d"]] = None
+    target: Optional[str] = None
+    #: PDE coefficients, e.g. {diffusion: 1e-4, reaction: 5.0} or a vector {k: [1.0, 2.0]};
+    #: names and values checked against the problem (its dataclass fields, `coefficient_bounds`)
+    coefficients: dict[str, float | list[float]] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("name") is None and data.get("target") is None:
+            data = {**data, "name": BUILTIN_PROBLEMS[0]}
+        return data
+
+    @property
+    def identifier(self) -> str:
+        """The built-in alias or the target: what `pinn.problems.make_problem` takes."""
+        return self.target if self.target is not None else self.name
 
     @model_validator(mode="after")
-    def _known_coefficients(self):
-        """Names checked against the problem, values against its `coefficient_bounds`."""
-        if self.coefficients:
-            from pinn.problems import PROBLEMS
+    def _known_problem_and_coefficients(self):
+        """Exactly one of name/target; the target loads; coefficient names checked against the
+        problem, values against its `coefficient_bounds` (errors name problem.coefficients.<name>)."""
+        if self.name is not None and self.target is not None:
+            raise ValueError(f"target = {self.target!r}: give either name (a built-in) or target "
+                             f"(your own problem class), not both (name = {self.name!r})")
+        from pinn.problems import load_problem_class
 
-            problem = PROBLEMS[self.name]
-            allowed = problem.coefficient_names()
-            lines = []
-            for key, value in self.coefficients.items():
-                if key not in allowed:
-                    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-                    hint = f"; did you mean '{close[0]}'?" if close else ""
-                    lines.append(f"coefficients.{key} = {value}: not a coefficient of "
-                                 f"{self.name}{hint} (allowed: {', '.join(allowed)})")
-            known = {k: v for k, v in self.coefficients.items() if k in allowed}
-            for key, rule in problem.coefficient_errors(known).items():
-                lines.append(f"coefficients.{key} = {self.coefficients[key]}: {rule}")
-            if lines:
-                raise ValueError("\n".join(lines))
+        try:
+            problem = load_problem_class(self.identifier)
+            problem.check_declarations()
+        except ValueError as e:
+            raise ValueError(f"target = {self.target!r}: {str(e).split(': ', 1)[-1]}") from None
+        allowed = problem.coefficient_names()
+        lines = []
+        for key, value in self.coefficients.items():
+            values = value if isinstance(value, list) else [value]
+            if any(isinstance(v, bool) for v in values):
+                lines.append(f"coefficients.{key} = {value}: must be a number, not a boolean")
+            elif key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                lines.append(f"coefficients.{key} = {value}: not a coefficient of "
+                             f"{self.identifier}{hint} (allowed: {', '.join(allowed)})")
+        known = {k: v for k, v in self.coefficients.items() if k in allowed}
+        for key, rule in problem.coefficient_errors(known).items():
+            lines.append(f"coefficients.{key} = {self.coefficients[key]}: {rule}")
+        if lines:
+            raise ValueError("\n".join(lines))
         return self
 
 
@@ -197,7 +228,9 @@ class CausalConfig(_Section):
 
 class BalancingConfig(_Section):
     method: Literal["fixed", "gradnorm", "grad_ratio"] = "fixed"
-    weights: dict[Literal["pde", "ic", "bc"], float] = Field(
+    #: per loss term, by name: the problem's residual and condition terms (`pde`, `ic`, `bc` for
+    #: the built-ins, always accepted; a term missing here gets weight 1)
+    weights: dict[str, float] = Field(
         default_factory=lambda: {"pde": 1.0, "ic": 10.0, "bc": 1.0}
     )
     gradnorm: GradNormConfig = GradNormConfig()
@@ -374,6 +407,18 @@ class Params(_Section):
     @model_validator(mode="after")
     def _across_sections(self):
         """Constraints that tie keys of different sections together."""
+        from pinn.problems import make_problem
+
+        problem = make_problem(self.problem.identifier, **self.problem.coefficients)
+        terms = set(problem.term_names(False)) | {"pde", "ic", "bc"}
+        for name in self.balancing.weights:
+            if name not in terms:
+                raise ValueError(f"balancing.weights.{name} = {self.balancing.weights[name]}: not a "
+                                 f"loss term of {self.problem.identifier} (its terms: "
+                                 f"{', '.join(problem.term_names(False))})")
+        if self.balancing.causal.enabled and problem.steady:
+            raise ValueError("balancing.causal.enabled = True: the problem is steady (no time "
+                             "axis to weight causally)")
         s = self.sampling
         if s.method == "rar_d":  # `pinn.sampling.make_sampler`: the initial points must fit
             initial = min(s.batch_size, self.collocation.num_points)

@@ -15,11 +15,16 @@ Two interchangeable routes (`method=`):
 `value_and_derivs` stacks the directions of one derivative order on a vmapped leading axis, so
 the primal is evaluated once and each layer's tangent streams are a single larger matmul.
 `DEFAULT_METHOD` is the faster route on CPU (`benchmarks/derivatives.py`: nested jvp).
+
+Derivatives by name (`named_derivatives`): `"u_t"`, `"u_xx"`, `"u_xxx"`, `"u_xy"`, `"v_y"`, ...
+(field name, underscore, one input name per differentiation). Pure first and second orders take
+the vmapped passes above; every other multi-index (mixed, third order and up) is one nested jvp
+per derivative, innermost direction first — forward mode throughout, never a Hessian.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Literal, NamedTuple
+from typing import Callable, Iterable, Literal, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -132,7 +137,81 @@ def laplacian(
     return sum(d.second.values(), jnp.zeros_like(d.u))
 
 
+def parse_derivative(
+    name: str, fields: Sequence[str], inputs: Sequence[str]
+) -> tuple[int, tuple[int, ...]]:
+    """`"v_xy"` -> `(field index of v, (axis of x, axis of y))`, axes sorted (derivatives of smooth
+    fields commute). Input names may have several characters (`x1`, `x2`): the suffix is split
+    greedily, longest name first. Raises `ValueError` naming what is unknown."""
+    field, sep, suffix = name.rpartition("_")
+    if not sep or field not in fields or not suffix:
+        raise ValueError(f"derivative {name!r}: must be <field>_<inputs> with a field of "
+                         f"{list(fields)} and inputs of {list(inputs)}, e.g. {fields[0]}_{inputs[0]}")
+    by_length = sorted(inputs, key=len, reverse=True)
+    axes = []
+    rest = suffix
+    while rest:
+        match = next((n for n in by_length if rest.startswith(n)), None)
+        if match is None:
+            raise ValueError(f"derivative {name!r}: {rest!r} does not start with an input name "
+                             f"of {list(inputs)}")
+        axes.append(list(inputs).index(match))
+        rest = rest[len(match):]
+    return list(fields).index(field), tuple(sorted(axes))
+
+
+def nested_jvp(u: Field, z: jax.Array, axes: Sequence[int]) -> jax.Array:
+    """`∂^n u / ∂z_{a1} … ∂z_{an}` at `z (N, d)` by `n` nested jvps (`axes = (a1, …, an)`),
+    shape of `u(z)`. Forward mode only: the cost grows with the order, not with `d`."""
+    f = u
+    for a in axes:
+        f = (lambda g, e: lambda w: jax.jvp(g, (w,), (e,))[1])(f, unit_tangent(z, a))
+    return f(z)
+
+
+def named_derivatives(
+    u: Field,
+    z: jax.Array,
+    names: Iterable[str],
+    *,
+    fields: Sequence[str] = ("u",),
+    inputs: Sequence[str],
+    method: str | None = None,
+) -> dict[str, jax.Array]:
+    """The fields' values and the derivatives `names` (see `parse_derivative`) at `z (N, d)`.
+
+    `u: (N, d) -> (N,)` for one field or `(N, k)` for `k = len(fields)` fields. Returns
+    `{field: (N,), name: (N,)}` for every field and every requested name. Pure first and second
+    derivatives come from `value_and_derivs` (one vmapped pass per order, shared by all fields);
+    any other multi-index from `nested_jvp` (one per distinct multi-index, shared by all fields).
+    """
+    parsed = {n: parse_derivative(n, fields, inputs) for n in dict.fromkeys(names)}
+    first = [axes[0] for _, axes in parsed.values() if len(axes) == 1]
+    second = [axes[0] for _, axes in parsed.values() if len(axes) == 2 and axes[0] == axes[1]]
+    base = value_and_derivs(u, z, first, second, method=method)
+    other = {axes: None for _, axes in parsed.values()
+             if len(axes) > 2 or (len(axes) == 2 and axes[0] != axes[1])}
+    for axes in other:
+        other[axes] = nested_jvp(u, z, axes)
+
+    def column(a: jax.Array, k: int) -> jax.Array:
+        return a if a.ndim == 1 else a[:, k]
+
+    out = {f: column(base.u, k) for k, f in enumerate(fields)}
+    for n, (k, axes) in parsed.items():
+        if len(axes) == 1:
+            out[n] = column(base.first[axes[0]], k)
+        elif axes in other:
+            out[n] = column(other[axes], k)
+        else:
+            out[n] = column(base.second[axes[0]], k)
+    return out
+
+
 __all__ = [
+    "parse_derivative",
+    "nested_jvp",
+    "named_derivatives",
     "Derivs",
     "Field",
     "METHODS",

@@ -118,6 +118,29 @@ def _replace(source: Path, dest: Path) -> None:
         shutil.copy2(source, dest)
 
 
+def _copy_problem_file(params: str | Path, workdir: Path) -> None:
+    """A `problem.target` file given by a relative path (relative to the directory `pinn run` is
+    called from, the project root) is copied to the same relative path in `workdir`, where the
+    stages run; an absolute path or a `package.module` target is used where it is."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(params).read_text()) or {}
+        target = (data.get("problem") or {}).get("target")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return  # the gate reports a malformed params file
+    if not isinstance(target, str):
+        return
+    module = target.rpartition(":")[0]
+    path = Path(module)
+    if not module.endswith(".py") or path.is_absolute() or not path.is_file():
+        return
+    dest = workdir / path
+    if dest.absolute() != path.absolute():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, dest)
+
+
 def make_project(workdir: str | Path, params: str | Path, source: Path | None = None) -> Path:
     """A DVC project (no git) in `workdir` holding this checkout's pipeline (dvc.yaml and the
     `pinn` package its stages run) and `params` as its params.yaml. Reusing a workdir keeps its
@@ -129,6 +152,7 @@ def make_project(workdir: str | Path, params: str | Path, source: Path | None = 
         _replace(source / name, workdir / name)
     if Path(params).absolute() != (workdir / "params.yaml"):
         shutil.copyfile(params, workdir / "params.yaml")
+    _copy_problem_file(params, workdir)
     if not (workdir / ".dvc").exists():
         subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=workdir,
                        check=True, env=subprocess_env())

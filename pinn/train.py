@@ -11,9 +11,9 @@ One step (all inside jit, no Python control flow on traced values):
     grads → balancer.update (per-term grad norms only on its update steps) → optimizer →
     params, unless the loss or gradient is non-finite: then the update is skipped and
     `state.nonfinite` counts it, so divergence is caught within one step.
-The loss terms are `pde` (Σ wᵢ rᵢ² / Σ wᵢ, optionally causally weighted), `ic` (mean squared
-initial-condition mismatch) and `bc` (mean squared boundary mismatch, when the problem has one
-that the network does not satisfy by construction).
+The loss terms are named (`pinn.loss`): the problem's PDE residuals (`pde` for the built-ins;
+Σ wᵢ rᵢ² / Σ wᵢ, optionally causally weighted) and its conditions' terms (`ic`, `bc`, ...: mean
+squared mismatch, those the network satisfies by construction left out).
 
 NTK diagnostics (`train.ntk_every` > 0; 0 = off): every `ntk_every` steps, inside the jitted step
 under `lax.cond` (one compiled program; the other steps do not pay for it), the metrics get
@@ -27,7 +27,6 @@ the values are comparable over training. Between computations the last value is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -35,6 +34,7 @@ import jax.numpy as jnp
 import optax
 
 from pinn import balancing, distributed, optim, sampling
+from pinn.loss import LossSpec, loss_spec, loss_terms, term_residuals  # noqa: F401 (re-exported)
 from pinn.config import Params
 from pinn.models import apply_fn, split
 
@@ -56,57 +56,6 @@ def tree_norm(tree) -> jax.Array:
 
 def tree_all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
-
-
-@dataclass(frozen=True)
-class LossSpec:
-    """Static description of the loss: which terms, and how the PDE term is reduced."""
-
-    term_names: tuple[str, ...]
-    exact_periodic: bool
-    causal: Any  # pinn.config.CausalConfig
-
-
-def loss_spec(cfg: Params, problem) -> LossSpec:
-    exact_periodic = cfg.model.periodic_embedding
-    names = ["pde", "ic"]
-    spatial = range(1, len(problem.lower))
-    if any(not problem.periodic[i] or not exact_periodic for i in spatial):
-        names.append("bc")
-    return LossSpec(tuple(names), exact_periodic, cfg.balancing.causal)
-
-
-def loss_terms(
-    problem,
-    spec: LossSpec,
-    u: Callable,
-    params,
-    points: jax.Array,
-    weights: jax.Array,
-    ic_x: jax.Array,
-    bc_z: jax.Array,
-) -> tuple[jax.Array, dict]:
-    """The vector of loss terms `(K,)` in `spec.term_names` order, and diagnostics."""
-
-    def field(z):
-        return u(params, z)
-
-    r = problem.residual(field, points)
-    r2 = jnp.square(r)
-    aux = {}
-    if spec.causal.enabled:
-        lo, hi = problem.lower[0], problem.upper[0]
-        pde, chunk_w = balancing.causal_residual_loss(
-            r2, points[:, 0], lo, hi, spec.causal.num_chunks, spec.causal.tolerance, weights
-        )
-        aux["causal_min_weight"] = jnp.min(chunk_w)
-    else:
-        pde = jnp.sum(weights * r2) / jnp.maximum(jnp.sum(weights), 1.0)
-    terms = [pde, jnp.mean(jnp.square(problem.ic_residual(field, ic_x)))]
-    if "bc" in spec.term_names:
-        bc = problem.boundary_residual(field, bc_z, exact_periodic=spec.exact_periodic)
-        terms.append(jnp.mean(jnp.square(bc)))
-    return jnp.stack(terms), aux
 
 
 def per_point_sq_grad_norm(residual: Callable, params) -> jax.Array:
@@ -256,17 +205,13 @@ class Trainer:
         """Per loss term (`term_names` order): tr(K_term) / points on the fixed NTK subsample,
         i.e. the mean over its points of ‖∂r(z)/∂θ‖² for the term's unweighted residual r."""
         z, ic_x, bc_z = self.ntk_points
-        problem = self.problem
 
-        def field(p):
-            return lambda zz: self.u(p, zz)
+        def residual(name):
+            return lambda p: term_residuals(self.problem, self.spec, lambda zz: self.u(p, zz),
+                                            z, ic_x, bc_z)[name]
 
-        residuals = [lambda p: problem.residual(field(p), z),
-                     lambda p: problem.ic_residual(field(p), ic_x)]
-        if "bc" in self.term_names:
-            residuals.append(lambda p: problem.boundary_residual(
-                field(p), bc_z, exact_periodic=self.spec.exact_periodic))
-        return jnp.stack([per_point_sq_grad_norm(r, params) for r in residuals]).astype(self.dtype)
+        return jnp.stack([per_point_sq_grad_norm(residual(n), params)
+                          for n in self.term_names]).astype(self.dtype)
 
     def _run_impl(self, state: TrainState, num_steps: int, ntk=None):
         self.compiles += 1

@@ -146,6 +146,12 @@ def _problem(cfg: Params):
     return make_problem(cfg.problem.name, **cfg.problem.coefficients)
 
 
+def _problem_target(cfg: Params):
+    from pinn.problems import make_problem
+
+    return make_problem(cfg.problem.identifier, **cfg.problem.coefficients)
+
+
 def _reference_bypassing_make_problem(cfg: Params):
     from pinn.problems import PROBLEMS
 
@@ -270,6 +276,15 @@ SITES: dict[Site, Gate | Internal | Input] = {
     Site("pinn/problems/__init__.py", "make_problem", "coefficient "):
         Gate({"problem": {"coefficients": {"viscosity": 0.0}}}, "problem.coefficients.viscosity",
              _problem),
+    Site("pinn/problems/__init__.py", "target_file", ""):
+        Gate({"problem": {"name": None, "target": "no/such_problem.py:Heat"}}, "problem.target",
+             _problem_target),
+    Site("pinn/problems/__init__.py", "load_problem_class", ""):
+        Gate({"problem": {"name": None, "target": "pinn.problems.base:Bound"}}, "problem.target",
+             _problem_target),
+    Site("pinn/derivatives.py", "parse_derivative", "derivative "):
+        Input("a derivative name the problem class declares: the gate (ProblemConfig) parses the "
+              "target's `derivatives`, one line naming problem.target"),
     Site("pinn/reference/cole_hopf.py", "cole_hopf", "viscosity must be > 0, got "):
         Gate({"problem": {"coefficients": {"viscosity": 0.0}}}, "problem.coefficients.viscosity",
              _reference_bypassing_make_problem),

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Mapping
 
 import jax
 import jax.numpy as jnp
 
-from pinn.derivatives import Derivs
-from pinn.problems.base import Bound, Problem
+from pinn.problems.base import Bound, Box, Condition, Initial, Periodic, Problem
 
 
 @dataclass(frozen=True)
@@ -21,12 +20,8 @@ class AllenCahn1D(Problem):
     reaction: float = 5.0
 
     name: ClassVar[str] = "allen_cahn_1d"
-    input_names: ClassVar[tuple[str, ...]] = ("t", "x")
-    lower: ClassVar[tuple[float, ...]] = (0.0, -1.0)
-    upper: ClassVar[tuple[float, ...]] = (1.0, 1.0)
-    periodic: ClassVar[tuple[bool, ...]] = (False, True)
-    first: ClassVar[tuple[int, ...]] = (0,)
-    second: ClassVar[tuple[int, ...]] = (1,)
+    box: ClassVar[Box] = Box(("t", "x"), (0.0, -1.0), (1.0, 1.0), (False, True))
+    derivatives: ClassVar[tuple[str, ...]] = ("u_t", "u_xx")
     coefficient_bounds: ClassVar[dict[str, Bound]] = {
         "diffusion": Bound(ge=0.0, why="negative diffusion is ill-posed: the reference blows up"),
         # the cubic term is explicit in ETDRK4: at the reference's time step it blows up near 1000
@@ -34,12 +29,16 @@ class AllenCahn1D(Problem):
     }
 
     def initial_condition(self, x: jax.Array) -> jax.Array:
+        """`u(0, x)` for spatial points `x (N, 1)` -> `(N,)`."""
         x = x[:, 0]
         return x**2 * jnp.cos(jnp.pi * x)
 
-    def residual_from_derivs(self, d: Derivs, z: jax.Array) -> jax.Array:
-        u = d.u
-        return d.first[0] - self.diffusion * d.second[1] + self.reaction * (u**3 - u)
+    def residuals(self, d: Mapping[str, jax.Array], z: jax.Array) -> dict[str, jax.Array]:
+        u = d["u"]
+        return {"pde": d["u_t"] - self.diffusion * d["u_xx"] + self.reaction * (u**3 - u)}
+
+    def conditions(self) -> tuple[Condition, ...]:
+        return (Initial(lambda z: self.initial_condition(z[:, 1:])), Periodic("x"))
 
     def reference(self, progress: bool = True):
         from pinn import reference
@@ -57,23 +56,24 @@ class AllenCahn2D(Problem):
     epsilon: float = 0.01
 
     name: ClassVar[str] = "allen_cahn_2d"
-    input_names: ClassVar[tuple[str, ...]] = ("t", "x", "y")
-    lower: ClassVar[tuple[float, ...]] = (0.0, 0.0, 0.0)
-    upper: ClassVar[tuple[float, ...]] = (1.0, 1.0, 1.0)
-    periodic: ClassVar[tuple[bool, ...]] = (False, True, True)
-    first: ClassVar[tuple[int, ...]] = (0,)
-    second: ClassVar[tuple[int, ...]] = (1, 2)
+    box: ClassVar[Box] = Box(("t", "x", "y"), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0),
+                             (False, True, True))
+    derivatives: ClassVar[tuple[str, ...]] = ("u_t", "u_xx", "u_yy")
     coefficient_bounds: ClassVar[dict[str, Bound]] = {
         "epsilon": Bound(ge=0.0, why="the interface width; the PDE uses epsilon²"),
     }
 
     def initial_condition(self, x: jax.Array) -> jax.Array:
+        """`u(0, x, y)` for spatial points `x (N, 2)` -> `(N,)`."""
         return jnp.sin(jnp.pi * x[:, 0]) ** 2 * jnp.cos(jnp.pi * x[:, 1]) ** 2 - 0.5
 
-    def residual_from_derivs(self, d: Derivs, z: jax.Array) -> jax.Array:
-        u = d.u
-        lap = d.second[1] + d.second[2]
-        return d.first[0] - self.epsilon**2 * lap - u + u**3
+    def residuals(self, d: Mapping[str, jax.Array], z: jax.Array) -> dict[str, jax.Array]:
+        u = d["u"]
+        lap = d["u_xx"] + d["u_yy"]
+        return {"pde": d["u_t"] - self.epsilon**2 * lap - u + u**3}
+
+    def conditions(self) -> tuple[Condition, ...]:
+        return (Initial(lambda z: self.initial_condition(z[:, 1:])), Periodic("x"), Periodic("y"))
 
     def reference(self, progress: bool = True):
         from pinn import reference

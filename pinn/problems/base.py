@@ -1,9 +1,16 @@
-"""`Problem`: a time-dependent PDE on a box, seen through *fields* `u: (N, d) -> (N,)`.
+"""`Problem`: a PDE on a box, seen through *fields* `u: (N, d) -> (N,)` or `(N, k)`.
 
-Columns of points `z (N, d)` follow `input_names`, time first. Geometry (`name`, `input_names`,
-`lower`, `upper`, `periodic`) is fixed per class; PDE coefficients are the dataclass fields, so
-`make_problem(name, **coefficients)` / params set them and the instance stays hashable (usable as
-a static argument of `jax.jit`).
+A problem class declares (ClassVars) its `box` (input names, bounds, periodic axes, the time axis
+or None for a steady problem), its `fields` (network outputs), the `derivatives` its residuals
+need by name (`"u_t"`, `"u_xxx"`, `"v_xy"`: `pinn.derivatives.named_derivatives`, forward mode),
+the names of its `residuals`, and `coefficient_bounds`; it defines `residuals(d, z)` (named PDE
+residuals from the derivatives), `conditions()` (initial, Dirichlet, Neumann, periodic: each a
+soft-penalty loss term by name) and optionally `exact(z)` (an exact solution; the reference then
+comes from it). PDE coefficients are the dataclass fields, so params set them and the instance
+stays hashable (usable as a static argument of `jax.jit`).
+
+A problem may live in the user's own file: `problem.target: path/to/file.py:Class`
+(`pinn.problems.load_problem_class`).
 """
 
 from __future__ import annotations
@@ -11,12 +18,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from pinn.derivatives import Derivs, Field, value_and_derivs
+from pinn.derivatives import (Field, named_derivatives, nested_jvp, parse_derivative,
+                              value_and_derivs)
 
 if TYPE_CHECKING:  # pragma: no cover
     from pinn.reference import Reference
@@ -57,34 +65,178 @@ class Domain(NamedTuple):
 
 
 @dataclass(frozen=True)
-class Problem:
-    """Base class. Subclasses set the ClassVars, `first`/`second` and the PDE methods."""
+class Box:
+    """The domain: a box `[lower, upper]` over the input columns `names` (in column order).
 
-    name: ClassVar[str]
-    input_names: ClassVar[tuple[str, ...]]
-    lower: ClassVar[tuple[float, ...]]
-    upper: ClassVar[tuple[float, ...]]
-    periodic: ClassVar[tuple[bool, ...]]
-    #: axes whose first / pure second derivatives `residual_from_derivs` needs
-    first: ClassVar[tuple[int, ...]] = ()
-    second: ClassVar[tuple[int, ...]] = ()
+    `periodic[i]`: column i is periodic with period `upper[i] - lower[i]`; `time`: the name of
+    the time column (never periodic), or None for a steady problem."""
+
+    names: tuple[str, ...]
+    lower: tuple[float, ...]
+    upper: tuple[float, ...]
+    periodic: tuple[bool, ...] | None = None
+    time: str | None = "t"
+
+    def __post_init__(self) -> None:
+        if self.periodic is None:
+            object.__setattr__(self, "periodic", (False,) * len(self.names))
+
+    @property
+    def time_axis(self) -> int | None:
+        return None if self.time is None else self.names.index(self.time)
+
+    @property
+    def spatial_axes(self) -> tuple[int, ...]:
+        return tuple(i for i in range(len(self.names)) if i != self.time_axis)
+
+    def axis(self, name: str | int) -> int:
+        return name if isinstance(name, int) else self.names.index(name)
+
+
+#: a condition's data: a function of the points on its face `z (N, d)` -> `(N,)` (None: zero)
+Data = Callable[[jax.Array], jax.Array] | None
+Side = Literal["lower", "upper", "both"]
+
+
+@dataclass(frozen=True)
+class Initial:
+    """`∂^order field / ∂t^order (t0, x) = value(z)` on the initial face (order 0: the value,
+    order 1: the time derivative, as for the wave equation). Soft penalty, loss term `term`."""
+
+    value: Data = None
+    field: str = "u"
+    order: int = 0
+    term: str = "ic"
+
+
+@dataclass(frozen=True)
+class Dirichlet:
+    """`field = value(z)` on the face(s) `side` of input `axis`. Soft penalty, loss term `term`."""
+
+    axis: str
+    side: Side = "both"
+    value: Data = None
+    field: str = "u"
+    term: str = "bc"
+
+
+@dataclass(frozen=True)
+class Neumann:
+    """`∂field/∂axis = value(z)` on the face(s) `side` of input `axis` (the derivative along the
+    axis, not the outward normal). Soft penalty, loss term `term`."""
+
+    axis: str
+    side: Side = "both"
+    value: Data = None
+    field: str = "u"
+    term: str = "bc"
+
+
+@dataclass(frozen=True)
+class Periodic:
+    """Each field and its derivative along `axis` equal on both faces of the (periodic) `axis`.
+    Nothing to enforce when the network embeds the axis periodically (`exact_periodic`)."""
+
+    axis: str
+    term: str = "bc"
+
+
+Condition = Initial | Dirichlet | Neumann | Periodic
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Base class of every PDE problem (see the module doc); subclasses set the ClassVars and
+    define `residuals` (and usually `conditions`)."""
+
+    name: ClassVar[str] = ""
+    box: ClassVar[Box]
+    fields: ClassVar[tuple[str, ...]] = ("u",)
+    #: the derivatives `residuals` reads, by name (`pinn.derivatives.parse_derivative`)
+    derivatives: ClassVar[tuple[str, ...]] = ()
+    #: the names of the PDE residuals `residuals` returns (each its own loss term)
+    residual_names: ClassVar[tuple[str, ...]] = ("pde",)
     #: the values each coefficient may take (the PDE, its residual and its reference solver are
     #: only defined or only computable there); checked by `make_problem` and by the params gate
     coefficient_bounds: ClassVar[dict[str, Bound]] = {}
 
+    # --- what a problem defines -----------------------------------------------------------
+    def residuals(self, d: Mapping[str, jax.Array], z: jax.Array) -> dict[str, jax.Array]:
+        """Named PDE residuals `{name: (N,)}` (keys `residual_names`) from `d`: every field's
+        value and every derivative of `derivatives`, by name, at `z (N, d)`."""
+        raise NotImplementedError
+
+    def conditions(self) -> tuple[Condition, ...]:
+        """Initial and boundary conditions, in loss order (terms appear in first-use order)."""
+        return ()
+
+    def exact(self, z: jax.Array) -> jax.Array:
+        """An exact solution at `z (N, d)` -> `(N,)` or `(N, k)`, when the problem has one."""
+        raise NotImplementedError
+
+    def reference(self, progress: bool = True) -> "Reference":
+        """Reference solution with this problem's coefficients (`pinn.reference`); by default
+        `exact` on a grid of the box (`pinn.reference.from_exact`)."""
+        from pinn.reference import from_exact
+
+        return from_exact(self)
+
     # --- geometry -------------------------------------------------------------------------
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return self.box.names
+
+    @property
+    def lower(self) -> tuple[float, ...]:
+        return self.box.lower
+
+    @property
+    def upper(self) -> tuple[float, ...]:
+        return self.box.upper
+
+    @property
+    def periodic(self) -> tuple[bool, ...]:
+        return self.box.periodic
+
     @property
     def dim(self) -> int:
         return len(self.input_names)
 
     @property
+    def steady(self) -> bool:
+        return self.box.time is None
+
+    @property
     def spatial_axes(self) -> tuple[int, ...]:
-        return tuple(range(1, self.dim))
+        return self.box.spatial_axes
 
     @property
     def domain(self) -> Domain:
         return Domain(jnp.asarray(self.lower), jnp.asarray(self.upper), tuple(self.periodic))
 
+    @property
+    def first(self) -> tuple[int, ...]:
+        """Axes of the first derivatives `derivatives` names (any field), less those of `second`
+        (a pure second derivative's pass yields the first one too)."""
+        return tuple(dict.fromkeys(a[0] for a in self._parsed()
+                                   if len(a) == 1 and a[0] not in self.second))
+
+    @property
+    def second(self) -> tuple[int, ...]:
+        """Axes of the pure second derivatives `derivatives` names (any field)."""
+        return tuple(dict.fromkeys(a[0] for a in self._parsed() if len(a) == 2 and a[0] == a[1]))
+
+    def _parsed(self) -> list[tuple[int, ...]]:
+        return [parse_derivative(n, self.fields, self.input_names)[1] for n in self.derivatives]
+
+    @classmethod
+    def check_declarations(cls) -> None:
+        """Raises `ValueError` for a derivative name that is not `<field>_<inputs>` of this
+        problem's fields and box (checked by the params gate, before any stage runs)."""
+        for n in cls.derivatives:
+            parse_derivative(n, cls.fields, cls.box.names)
+
+    # --- coefficients ---------------------------------------------------------------------
     @property
     def coefficients(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -95,66 +247,109 @@ class Problem:
         return tuple(f.name for f in dataclasses.fields(cls))
 
     @classmethod
-    def coefficient_errors(cls, coefficients: Mapping[str, float]) -> dict[str, str]:
-        """`{name: rule broken}` for every given coefficient outside its `coefficient_bounds`."""
+    def coefficient_errors(cls, coefficients: Mapping[str, Any]) -> dict[str, str]:
+        """`{name: rule broken}` for every given coefficient outside its `coefficient_bounds`
+        (a vector coefficient: every entry is checked)."""
         errors = {}
         for name, value in coefficients.items():
             bound = cls.coefficient_bounds.get(name)
-            problem = bound.violation(float(value)) if bound is not None else None
-            if problem is not None:
-                errors[name] = problem
+            if bound is None:
+                continue
+            values = value if isinstance(value, (list, tuple)) else [value]
+            for v in values:
+                problem = bound.violation(float(v))
+                if problem is not None:
+                    errors[name] = problem
+                    break
         return errors
 
-    # --- PDE ------------------------------------------------------------------------------
-    def initial_condition(self, x: jax.Array) -> jax.Array:
-        """`u(t=lower[0], x)` for spatial points `x (N, d-1)` -> `(N,)`."""
-        raise NotImplementedError
+    # --- the PDE through fields -----------------------------------------------------------
+    def named_derivatives(self, u: Field, z: jax.Array, *, method: str | None = None
+                          ) -> dict[str, jax.Array]:
+        """Every field's value and every derivative of `derivatives` at `z (N, d)`."""
+        return named_derivatives(u, z, self.derivatives, fields=self.fields,
+                                 inputs=self.input_names, method=method)
 
-    def residual_from_derivs(self, d: Derivs, z: jax.Array) -> jax.Array:
-        """PDE residual from precomputed derivatives (`first`, `second` axes) -> `(N,)`."""
-        raise NotImplementedError
+    def pde_residuals(self, u: Field, z: jax.Array, *, method: str | None = None
+                      ) -> dict[str, jax.Array]:
+        """The named PDE residuals of field `u` at `z (N, d)`, each `(N,)` (forward mode)."""
+        return self.residuals(self.named_derivatives(u, z, method=method), z)
 
     def residual(self, u: Field, z: jax.Array, *, method: str | None = None) -> jax.Array:
-        """PDE residual of field `u` at `z (N, d)` -> `(N,)` (forward mode, no Hessian)."""
-        d = value_and_derivs(u, z, self.first, self.second, method=method)
-        return self.residual_from_derivs(d, z)
+        """One residual per point `(N,)`: the PDE residual, or for several residuals the root of
+        their sum of squares (what the adaptive samplers rank points by)."""
+        r = self.pde_residuals(u, z, method=method)
+        if len(r) == 1:
+            return next(iter(r.values()))
+        return jnp.sqrt(sum(jnp.square(v) for v in r.values()))
 
+    def active_conditions(self, exact_periodic: bool) -> tuple[Condition, ...]:
+        """`conditions()` without those the network satisfies by construction (a periodic axis
+        under the exact periodic embedding)."""
+        return tuple(c for c in self.conditions()
+                     if not (isinstance(c, Periodic) and exact_periodic))
+
+    def condition_residual(self, c: Condition, u: Field, ic_x: jax.Array, bc_z: jax.Array
+                           ) -> jax.Array:
+        """The mismatch of condition `c` `(M,)`. Initial conditions use the spatial points
+        `ic_x (N, d-1)` (the time column inserted at the initial time); boundary conditions the
+        interior points `bc_z (N, d)` with the condition's column moved onto its face(s), lower
+        face first."""
+        k = self.fields.index(getattr(c, "field", self.fields[0]))
+
+        def col(a: jax.Array) -> jax.Array:
+            return a if a.ndim == 1 else a[:, k]
+
+        def value(z: jax.Array) -> jax.Array:
+            return jnp.zeros(z.shape[0], z.dtype) if c.value is None else c.value(z)
+
+        if isinstance(c, Initial):
+            t = self.box.time_axis
+            t0 = jnp.full((ic_x.shape[0], 1), self.lower[t], dtype=ic_x.dtype)
+            z = jnp.concatenate([ic_x[:, :t], t0, ic_x[:, t:]], axis=1)
+            got = u(z) if c.order == 0 else nested_jvp(u, z, (t,) * c.order)
+            return col(got) - value(z)
+        i = self.box.axis(c.axis)
+        faces = [bc_z.at[:, i].set(self.lower[i]), bc_z.at[:, i].set(self.upper[i])]
+        if isinstance(c, Periodic):
+            lo, hi = (value_and_derivs(u, z, first=(i,)) for z in faces)
+            if len(self.fields) == 1:
+                return jnp.concatenate([col(lo.u) - col(hi.u), col(lo.first[i]) - col(hi.first[i])])
+            return jnp.concatenate([(lo.u - hi.u).T.ravel(), (lo.first[i] - hi.first[i]).T.ravel()])
+        sides = {"lower": faces[:1], "upper": faces[1:], "both": faces}[c.side]
+        if isinstance(c, Dirichlet):
+            return jnp.concatenate([col(u(z)) - value(z) for z in sides])
+        return jnp.concatenate([col(nested_jvp(u, z, (i,))) - value(z) for z in sides])
+
+    def condition_terms(self, u: Field, ic_x: jax.Array, bc_z: jax.Array, *,
+                        exact_periodic: bool) -> dict[str, jax.Array]:
+        """`{term: (M,)}`: the mismatches of the active conditions, concatenated per term."""
+        parts: dict[str, list[jax.Array]] = {}
+        for c in self.active_conditions(exact_periodic):
+            parts.setdefault(c.term, []).append(self.condition_residual(c, u, ic_x, bc_z))
+        return {t: jnp.concatenate(p) for t, p in parts.items()}
+
+    # --- the original interface, kept for callers that know only it -------------------------
     def ic_residual(self, u: Field, x: jax.Array) -> jax.Array:
-        """`u(t0, x) - initial_condition(x)` for spatial points `x (N, d-1)` -> `(N,)`."""
-        t0 = jnp.full((x.shape[0], 1), self.lower[0], dtype=x.dtype)
-        return u(jnp.concatenate([t0, x], axis=1)) - self.initial_condition(x)
+        """Initial-condition mismatches for spatial points `x (N, d-1)`, concatenated."""
+        return jnp.concatenate([self.condition_residual(c, u, x, x) for c in self.conditions()
+                                if isinstance(c, Initial)])
 
     def boundary_residual(
         self, u: Field, z: jax.Array, *, exact_periodic: bool
     ) -> jax.Array | None:
-        """Boundary mismatch at `z (N, d)` with spatial coordinates moved to the boundary.
-
-        For each spatial axis in order: periodic axes give `u(lo) - u(hi)` and
-        `u_i(lo) - u_i(hi)` (skipped when `exact_periodic`); non-periodic axes give the Dirichlet
-        mismatch `u(lo) - g_lo`, `u(hi) - g_hi` (see `dirichlet`). Concatenated, `(M,)`; `None`
-        when nothing is enforced (a static decision).
-        """
-        parts: list[jax.Array] = []
-        for i in self.spatial_axes:
-            lo = z.at[:, i].set(self.lower[i])
-            hi = z.at[:, i].set(self.upper[i])
-            if self.periodic[i]:
-                if exact_periodic:
-                    continue
-                d_lo = value_and_derivs(u, lo, first=(i,))
-                d_hi = value_and_derivs(u, hi, first=(i,))
-                parts += [d_lo.u - d_hi.u, d_lo.first[i] - d_hi.first[i]]
-            else:
-                parts += [u(lo) - self.dirichlet(lo, i, 0), u(hi) - self.dirichlet(hi, i, 1)]
+        """Boundary mismatches at `z (N, d)` (every active non-initial condition, in order),
+        concatenated `(M,)`; `None` when nothing is enforced (a static decision)."""
+        parts = [self.condition_residual(c, u, z, z) for c in self.active_conditions(exact_periodic)
+                 if not isinstance(c, Initial)]
         return jnp.concatenate(parts) if parts else None
 
-    def dirichlet(self, z: jax.Array, axis: int, side: int) -> jax.Array:
-        """Dirichlet data on face `side` (0 = lower, 1 = upper) of `axis` at `z` -> `(N,)`."""
-        return jnp.zeros(z.shape[0], dtype=z.dtype)
-
-    def reference(self, progress: bool = True) -> "Reference":
-        """Certified reference solution with this problem's coefficients (`pinn.reference`)."""
-        raise NotImplementedError
+    def term_names(self, exact_periodic: bool) -> tuple[str, ...]:
+        """The loss terms, in order: the PDE residuals, then the conditions' terms."""
+        terms = dict.fromkeys(self.residual_names)
+        terms.update(dict.fromkeys(c.term for c in self.active_conditions(exact_periodic)))
+        return tuple(terms)
 
 
-__all__ = ["Bound", "Domain", "Problem"]
+__all__ = ["Bound", "Box", "Condition", "Dirichlet", "Domain", "Initial", "Neumann", "Periodic",
+           "Problem"]

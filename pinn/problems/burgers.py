@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Mapping
 
 import jax
 import jax.numpy as jnp
 
-from pinn.derivatives import Derivs
-from pinn.problems.base import Bound, Problem
+from pinn.problems.base import Bound, Box, Condition, Dirichlet, Initial, Problem
 
 
 @dataclass(frozen=True)
@@ -21,21 +20,21 @@ class Burgers1D(Problem):
     viscosity: float = 0.01 / math.pi
 
     name: ClassVar[str] = "burgers_1d"
-    input_names: ClassVar[tuple[str, ...]] = ("t", "x")
-    lower: ClassVar[tuple[float, ...]] = (0.0, -1.0)
-    upper: ClassVar[tuple[float, ...]] = (1.0, 1.0)
-    periodic: ClassVar[tuple[bool, ...]] = (False, False)
-    first: ClassVar[tuple[int, ...]] = (0,)
-    second: ClassVar[tuple[int, ...]] = (1,)
+    box: ClassVar[Box] = Box(("t", "x"), (0.0, -1.0), (1.0, 1.0), (False, False))
+    derivatives: ClassVar[tuple[str, ...]] = ("u_t", "u_x", "u_xx")
     coefficient_bounds: ClassVar[dict[str, Bound]] = {
         "viscosity": Bound(gt=0.0, why="the Cole–Hopf reference needs a positive viscosity"),
     }
 
     def initial_condition(self, x: jax.Array) -> jax.Array:
+        """`u(0, x)` for spatial points `x (N, 1)` -> `(N,)`."""
         return -jnp.sin(jnp.pi * x[:, 0])
 
-    def residual_from_derivs(self, d: Derivs, z: jax.Array) -> jax.Array:
-        return d.first[0] + d.u * d.first[1] - self.viscosity * d.second[1]
+    def residuals(self, d: Mapping[str, jax.Array], z: jax.Array) -> dict[str, jax.Array]:
+        return {"pde": d["u_t"] + d["u"] * d["u_x"] - self.viscosity * d["u_xx"]}
+
+    def conditions(self) -> tuple[Condition, ...]:
+        return (Initial(lambda z: self.initial_condition(z[:, 1:])), Dirichlet("x"))
 
     def reference(self, progress: bool = True):
         from pinn import reference

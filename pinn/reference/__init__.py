@@ -9,12 +9,15 @@
   `burgers_cole_hopf`): exact Cole–Hopf solution by Gauss–Hermite quadrature,
   `pinn.reference.cole_hopf`.
 
+- `from_exact(problem)`: a problem's exact solution (`Problem.exact`) on a grid of its box.
+
 Every solver certifies itself: it solves again at doubled resolution (2× modes and dt/2, or 2×
 quadrature nodes), returns the finer solution and stores the relative L2 difference between the
 two over the whole output grid as `est_rel_error`.
 """
 
 from pinn.reference.cole_hopf import burgers_1d, burgers_cole_hopf
+from pinn.reference.exact import from_exact
 from pinn.reference.solution import Reference, rel_l2
 from pinn.reference.spectral import allen_cahn_1d, allen_cahn_2d
 
@@ -25,4 +28,5 @@ __all__ = [
     "allen_cahn_2d",
     "burgers_1d",
     "burgers_cole_hopf",
+    "from_exact",
 ]

@@ -70,7 +70,7 @@ def read_params(path: Path) -> Params:
 def problem_of(cfg: Params):
     from pinn.problems import make_problem
 
-    return make_problem(cfg.problem.name, **cfg.problem.coefficients)
+    return make_problem(cfg.problem.identifier, **cfg.problem.coefficients)
 
 
 def require(path: Path, made_by: str) -> Path:

@@ -47,7 +47,7 @@ def main(
     result = {  # the headline first: `dvc exp show` lists the columns in this order
         "rel_l2": acc.rel_l2,
         "max_abs": acc.max_abs,
-        "problem": cfg.problem.name,
+        "problem": cfg.problem.identifier,
         "reference_est_rel_error": float(ref.est_rel_error),
         # the reference's own error is above reference.warn_above: figures are limited by it
         "reference_limited": not float(ref.est_rel_error) <= cfg.reference.warn_above,

@@ -41,12 +41,28 @@ def check_feasible(params: Params, source: str = "params.yaml") -> None:
     from pinn.optim import check_dense_size
     from pinn.problems import make_problem
 
-    problem = make_problem(params.problem.name)
+    problem = make_problem(params.problem.identifier, **params.problem.coefficients)
     model = nnx.eval_shape(lambda: make_model(params.model, problem, seed=params.seed))
     try:
         check_dense_size(count_params(split(model)[1]), params.refine.method, memory_bytes=sys.maxsize)
     except UserError as e:
         raise ConfigError(f"{source}: {e}") from None
+
+
+def problem_stamp(params: Params) -> str:
+    """What the problem's code is, for DVC: the stages that build the problem depend on this
+    text (`--problem-stamp`), so editing the user's problem file (`problem.target`) reruns them
+    and nothing else does. A built-in problem's code is `pinn/problems`, already a dependency: its
+    stamp is constant (the alias itself is a params key the stages declare)."""
+    import hashlib
+
+    from pinn.problems import target_file
+
+    path = target_file(params.problem.identifier)
+    if path is None:
+        return "built-in problem: its code is pinn/problems, a dependency of every stage\n"
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return f"problem.target: {params.problem.target}\nsha256 of {path.as_posix()}: {digest}\n"
 
 
 def declared_params(dvcfile: Path, levels: list[str]) -> dict[str, str]:
@@ -76,6 +92,8 @@ def main(
     params: Path = PARAMS,
     dvcfile: Path = typer.Option(..., "--dvcfile", help="The pipeline whose declared keys must be present."),
     stamp: Path = typer.Option(..., "--stamp", help="Written (constant content) when valid."),
+    problem: Path = typer.Option(None, "--problem-stamp",
+                                 help="Written: the problem's code identity (`problem_stamp`)."),
 ) -> None:
     cfg = read_params(params)
     check_feasible(cfg, str(params))
@@ -85,6 +103,8 @@ def main(
             raise UserError(
                 f"{params}: {key}: missing (stage '{stage}' of {dvcfile} declares it, and DVC can "
                 f"only track keys written in {params}; copy it from the default params.yaml)")
+    if problem is not None:
+        io.write_text(problem, problem_stamp(cfg))
     io.write_text(stamp, "params valid\n")
     print(f"{params}: ok")
 

@@ -22,16 +22,16 @@ def main(
     error = float(ref.est_rel_error)
     if not error <= limits.fail_above and not limits.allow_inaccurate:  # (NaN fails too)
         raise UserError(
-            f"reference {cfg.problem.name}: its estimated relative error {error:.2e} is above "
+            f"reference {cfg.problem.identifier}: its estimated relative error {error:.2e} is above "
             f"reference.fail_above = {limits.fail_above:g}: accuracy figures against it would "
             "mean nothing (refine the solver grid, change problem.coefficients, or set "
             "reference.allow_inaccurate: true)")
     ref.save(out)
     if not error <= limits.warn_above:
-        print(f"warning: reference {cfg.problem.name}: estimated relative error {error:.2e} is "
+        print(f"warning: reference {cfg.problem.identifier}: estimated relative error {error:.2e} is "
               f"above reference.warn_above = {limits.warn_above:g}; accuracy figures below that "
               "level are limited by the reference", file=sys.stderr)
-    print(f"reference {cfg.problem.name}: est. rel. L2 error {error:.2e} -> {out}")
+    print(f"reference {cfg.problem.identifier}: est. rel. L2 error {error:.2e} -> {out}")
 
 
 if __name__ == "__main__":
