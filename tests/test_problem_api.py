@@ -357,3 +357,25 @@ def test_editing_the_users_problem_file_reruns_training(tmp_path, monkeypatch):
     pipeline.make_project(tmp_path / "project", tmp_path / "user.yaml")
     again = _ran(_repro(root))
     assert {"reference", "train@level0", "train@level1", "refine", "evaluate"} <= again, again
+
+
+def test_wave_example_exact_solution_satisfies_its_problem(monkeypatch):
+    """examples/wave1d: the exact solution zeroes the residual and every condition; its reference
+    is the exact solution on a grid; the example's params pass the gate."""
+    from pathlib import Path
+
+    from pinn.config import load_params
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    cfg = load_params(root / "examples/wave1d/params.yaml")
+    p = make_problem(cfg.problem.identifier, **cfg.problem.coefficients)
+    z = jnp.asarray(np.random.default_rng(4).random((64, 2)))
+    np.testing.assert_allclose(p.residual(p.exact, z), 0.0, atol=1e-9)
+    for name, r in p.condition_terms(p.exact, z[:, 1:], z, exact_periodic=True).items():
+        np.testing.assert_allclose(r, 0.0, atol=1e-12, err_msg=name)
+    assert p.term_names(True) == ("pde", "ic", "ic_t", "bc")
+    ref = p.reference()
+    assert ref.u.shape == (201, 256) and ref.est_rel_error == 0.0
+    np.testing.assert_allclose(ref.u[0], np.sin(np.pi * ref.x) + 0.5 * np.sin(4 * np.pi * ref.x),
+                               atol=1e-14)
