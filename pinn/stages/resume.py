@@ -52,7 +52,7 @@ class Resume:
             log.warning("%s: its history.json is damaged: discarded, starting over", self.directory)
             print(f"{self.directory}: its history.json is damaged: discarded, starting over",
                   file=sys.stderr)
-            shutil.rmtree(self.directory)
+            self._remove()
         others = [p.name for p in Path(directory).glob("*") if p.is_dir() and p.name != fp]
         if others:
             print(f"{directory}: in-progress checkpoints of other params or inputs ({', '.join(others)}) "
@@ -84,9 +84,17 @@ class Resume:
         io.write_text(self.directory / "history.json", json.dumps(rows))
         self.checkpoints.save(step, state)
 
+    def _remove(self) -> None:
+        """Delete this run's directory, checkpoints first: a kill part-way through leaves older
+        checkpoints with the history that covers them, or no checkpoint — never a checkpoint
+        without its history (a rerun would resume from it with the rows before it lost). A plain
+        rmtree deletes in directory order, which on tmpfs lists history.json first."""
+        shutil.rmtree(self.directory / "ckpt", ignore_errors=True)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
     def finish(self) -> None:
         """The stage completed: this run's in-progress state is no longer needed."""
         self.checkpoints.close()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        self._remove()
         with contextlib.suppress(OSError):
             self.directory.parent.rmdir()  # when no other params' checkpoints are left
