@@ -48,10 +48,17 @@ class Resume:
         from pinn.checkpoint import Checkpointer
 
         self.directory = Path(directory) / fp
+        ckpt = self.directory / "ckpt"
+        history = self.directory / "history.json"
+        damaged = None
         if self.directory.exists() and self._read_history() is None:
-            log.warning("%s: its history.json is damaged: discarded, starting over", self.directory)
-            print(f"{self.directory}: its history.json is damaged: discarded, starting over",
-                  file=sys.stderr)
+            damaged = "its history.json is damaged"
+        elif ckpt.is_dir() and any(ckpt.iterdir()) and not history.exists():
+            # a history is always written before its checkpoint: this is a half-removed directory
+            damaged = "it holds checkpoints without their history"
+        if damaged:
+            log.warning("%s: %s: discarded, starting over", self.directory, damaged)
+            print(f"{self.directory}: {damaged}: discarded, starting over", file=sys.stderr)
             self._remove()
         others = [p.name for p in Path(directory).glob("*") if p.is_dir() and p.name != fp]
         if others:
