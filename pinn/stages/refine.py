@@ -50,7 +50,8 @@ def main(
     rows: list[dict] = []
     with scope(output_precision(cfg)):
         problem = problem_of(cfg)
-        trainer, model = cascade.make_trainer(cfg, problem, finest)
+        fixed = load_collocation(collocation)["interior"] if cascade.uses_fixed_points(cfg) else None
+        trainer, model = cascade.make_trainer(cfg, problem, finest, fixed_points=fixed)
         template = cascade.carry_of(cascade.state_template(trainer, model, cfg, finest))
         carry, _ = io.load_tree(start, template)
         if skipped:
