@@ -30,6 +30,7 @@ import optax  # noqa: E402
 
 from benchmarks.common import merge_results  # noqa: E402
 from pinn.config import validate_params  # noqa: E402
+from pinn.curves import pipeline_curve  # noqa: E402
 
 #: the best configurations found (CPU budgets), as params files run through the pipeline
 PARAMS = Path(__file__).resolve().parent / "params"
@@ -154,25 +155,6 @@ def hard_bank_overhead(steps: int = 300, repeats: int = 5, width: int = 64) -> d
             "config": f"allen_cahn_1d, 4x{width} tanh, batch 4096, pool 8192, refresh every 100, p 0.2, "
                       f"{steps} steps per timing (3 refreshes), {repeats} alternating rounds",
             "target": "<= 1.10"}
-
-
-def pipeline_curve(project: Path, levels: list[str]) -> list[dict]:
-    """One row per log interval of every phase of a finished pipeline run in `project`: the levels'
-    histories, then the refinement's, with `wall_s` counted from the first training step (each
-    stage's own clock offset by the stages before it; process start-up and imports excluded)."""
-    import pandas as pd
-
-    rows, offset = [], 0.0
-    for level in levels:
-        frame = pd.read_csv(project / "data" / "train" / level / "history.csv")
-        rows += [{"phase": level, "step": int(r.step), "wall_s": offset + float(r.wall_s),
-                  "rel_l2": float(r.rel_l2)} for r in frame.itertuples()]
-        offset = rows[-1]["wall_s"] if rows else offset
-    steps = rows[-1]["step"] if rows else 0
-    refine = pd.read_csv(project / "data" / "refine" / "history.csv")
-    rows += [{"phase": "refine", "step": steps + int(r.iteration), "wall_s": offset + float(r.wall_s),
-              "rel_l2": float(r.rel_l2)} for r in refine.itertuples()]
-    return rows
 
 
 def accuracy_runs(problems, workdir: Path) -> tuple[dict, dict]:

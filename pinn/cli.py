@@ -93,6 +93,35 @@ def run(
     typer.echo(f"report: {(root / 'report' / 'report.md').absolute()}")
 
 
+@app.command()
+@one_line_errors
+def ablate(
+    study: Path = typer.Argument(..., help="The study file (YAML; see pinn/ablate.py)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", min=1,
+                                       help="Experiments at a time (default: the study's `jobs`)."),
+    workdir: Optional[Path] = typer.Option(None, "--workdir",
+                                           help="The study's DVC project (default: runs/studies/<name>)."),
+    out: Optional[Path] = typer.Option(None, "--out",
+                                       help="Report directory (default: studies/results/<name>)."),
+):
+    """Run an ablation study as DVC experiments (queued, run cache shared) and write its report.
+
+    Validates the study file and every run's params first (one line naming the key), queues each
+    case x variant x seed with `dvc exp run --queue -S ...`, runs the queue with `--jobs N`,
+    reads the results back with `dvc exp show --json` and writes report.md + figures."""
+    import sys
+
+    from pinn.ablate import run_study
+
+    def log(line: str) -> None:
+        typer.echo(line)
+        sys.stdout.flush()
+
+    report = run_study(study, jobs=jobs, workdir=workdir, out=out, log=log)
+    typer.echo(f"{len(report.results)} experiments; {report.reuse.reused} of "
+               f"{report.reuse.reused + report.reuse.ran} stage runs reused; report: {report.path}")
+
+
 def main() -> None:  # pragma: no cover
     app()
 
