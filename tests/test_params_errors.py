@@ -26,9 +26,10 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from pinn.config import validate_params
 from conftest import make_tiny_project, output_of, pinn, stage, stage_argv, stages_ran
 
-VALID = {
+_GIVEN = {
     "seed": 0,
     "problem": {"name": "burgers_1d", "coefficients": {}},
     "model": {"width": 8, "depth": 2},
@@ -41,6 +42,8 @@ VALID = {
     "train": {"log_every": 10, "checkpoint_every": 20},
     "report": {"dpi": 40, "snapshot_times": [0.0, 0.5, 1.0]},
 }
+#: every key written out: the params gate requires each key a stage declares to be in the file
+VALID = validate_params(_GIVEN).model_dump()
 MARKER = "executed-by-yaml"  # what the !!python tag would create if it were ever constructed
 
 
