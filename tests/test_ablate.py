@@ -237,9 +237,6 @@ def not_run_cached(root: Path) -> dict[str, list[str]]:
                                  if not o.use_cache and not (o.is_metric or o.is_plot)])}
 
 
-@pytest.mark.xfail(strict=True, reason="dvc.yaml (3562872) made data/train/<level>/metrics.json a "
-                   "plain `cache: false` out: DVC keeps no run cache for train stages; make it a "
-                   "metric (or a cached out) and remove this marker")
 def test_shared_stages_can_come_from_the_run_cache():
     """Variants share reference, collocation, init and the training levels: DVC must be able to
     keep their runs (the params gate always runs; the report is per run anyway)."""
