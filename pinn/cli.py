@@ -2,6 +2,7 @@
 
     pinn run [--params FILE] [--workdir DIR]   the whole pipeline: `dvc repro`, then where the report is
     pinn check-params [FILE]                   validate a params file
+    pinn ablate STUDY.yaml [--jobs N]          an ablation study as DVC experiments (pinn.ablate)
     pinn reference PROBLEM --out FILE.npz      certified reference solution
 
 The stages themselves are `python -m pinn.stages.<stage> ...` (their commands are in dvc.yaml).
@@ -85,7 +86,8 @@ def run(
     check_feasible(_load(params), str(params))
     root = Path(".")
     if workdir is not None or params.absolute() != Path("params.yaml").absolute():
-        root = pipeline.make_project(workdir or Path("runs") / params.stem, params)
+        default = params.stem if params.stem != "params" else params.parent.name  # examples/x/params.yaml
+        root = pipeline.make_project(workdir or Path("runs") / default, params)
         typer.echo(f"running {params} in {root}")
     rc = pipeline.repro(root, force=force)
     if rc != 0:
