@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from pinn import pipeline
+from pinn.config import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "benchmarks" / "regression" / "params.yaml"
@@ -117,7 +118,10 @@ def project(tmp_path_factory) -> tuple[Path, dict]:
     env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax-cache"))
     env["DVC_SITE_CACHE_DIR"] = str(tmp_path_factory.mktemp("dvc-site"))
     root = tmp_path_factory.mktemp("overrides") / "project"
-    pipeline.make_project(root, TINY)
+    # every key written out, as in the default params.yaml: `-S key=value` changes existing keys
+    params = tmp_path_factory.mktemp("params") / "params.yaml"
+    params.write_text(yaml.safe_dump(load_params(TINY).model_dump(), sort_keys=False))
+    pipeline.make_project(root, params)
     git = ["git", "-c", "user.name=pinn tests", "-c", "user.email=tests@pinn.invalid"]
     (root / ".gitignore").write_text("/data/resume/\n.jax_cache/\n")
     dvc = [sys.executable, "-m", "dvc"]
@@ -127,7 +131,12 @@ def project(tmp_path_factory) -> tuple[Path, dict]:
         assert proc.returncode == 0, proc.stdout + proc.stderr
     proc = _run([sys.executable, "-m", "dvc", "repro"], root, env)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    PARAMS_TEXT[root] = (root / "params.yaml").read_text()
     return root, env
+
+
+#: each project's params.yaml as committed (no experiment may change it)
+PARAMS_TEXT: dict[Path, str] = {}
 
 
 def _stages_that_ran(output: str) -> set[str]:
@@ -162,12 +171,12 @@ def _metrics_by_experiment(root: Path, env: dict, levels=("level0", "level1", "l
     assert proc.returncode == 0, proc.stderr
     found = {}
     for commit in json.loads(proc.stdout):
-        entries = [(commit["name"] or commit["rev"], commit["rev"], commit["data"])]
+        entries = [(commit.get("name") or commit["rev"], commit["rev"], commit.get("data") or {})]
         if commit["rev"] == "workspace":
-            entries = [("workspace", None, commit["data"])]
+            entries = [("workspace", None, commit.get("data") or {})]
         for exp in commit.get("experiments") or []:
-            rev = exp["revs"][0]
-            entries.append((exp["name"], rev["rev"], rev["data"]))
+            for rev in exp.get("revs") or []:  # (a failed experiment has no data)
+                entries.append((exp.get("name") or rev.get("name"), rev["rev"], rev.get("data") or {}))
         for name, sha, data in entries:
             metrics = {f: v["data"] for f, v in (data.get("metrics") or {}).items()}
             assert list(metrics) in ([], ["metrics.json"]), f"{name}: DVC metrics {list(metrics)}"
@@ -203,7 +212,7 @@ def test_override_takes_effect_and_reruns_only_what_it_touches(project, name, ov
     out = proc.stdout + proc.stderr
     # (i) it succeeds, and leaves params.yaml as it was
     assert proc.returncode == 0, f"`{' '.join(cmd)}` failed:\n{out[-3000:]}"
-    assert (root / "params.yaml").read_text() == TINY.read_text(), "the experiment edited params.yaml"
+    assert (root / "params.yaml").read_text() == PARAMS_TEXT[root], "the experiment edited params.yaml"
     # (iii) exactly what the change touches reran
     ran = _stages_that_ran(out)
     if name in ("one_level", "three_levels"):  # the DAG itself changes: from init on
