@@ -55,11 +55,12 @@ def _lvl(m: dict, level: str = "level1") -> dict:
 
 EXPERIMENTS: list[tuple[str, list[str], Check]] = [
     ("rad", ["sampling.method=rad"], lambda m, b: "pool_mean_residual" in _lvl(m)),
-    ("rar_d", ["sampling.method=rar_d"], lambda m, b: _lvl(m)["num_points"] == 512
-     and "num_added" in _lvl(m)),
+    # RAR-D: the initial min(batch_size, num_points) = 256 fixed points plus the ones it added
+    ("rar_d", ["sampling.method=rar_d"], lambda m, b: _lvl(m)["num_points"]
+     == 256 + _lvl(m)["num_added"] and _lvl(m)["num_added"] > 0),
     ("hard_bank", ["sampling.method=hard_bank"], lambda m, b: "bank_size" in _lvl(m)),
     ("fixed_points", ["sampling.uniform.resample=false"],
-     lambda m, b: _lvl(m)["batch_points"] == 512 and _lvl(m)["loss"] != _lvl(b)["loss"]),
+     lambda m, b: m["samples_in_collocation"] == 1.0 and b["samples_in_collocation"] < 0.01),
     ("batches", ["sampling.batch_size=128", "sampling.ic_batch_size=32", "sampling.bc_batch_size=16"],
      lambda m, b: _lvl(m)["batch_points"] == 128 and _lvl(m)["loss_ic"] != _lvl(b)["loss_ic"]
      and _lvl(m)["loss_bc"] != _lvl(b)["loss_bc"]),
@@ -178,7 +179,7 @@ def _metrics_by_experiment(root: Path, env: dict, levels=("level0", "level1", "l
             for rev in exp.get("revs") or []:  # (a failed experiment has no data)
                 entries.append((exp.get("name") or rev.get("name"), rev["rev"], rev.get("data") or {}))
         for name, sha, data in entries:
-            metrics = {f: v["data"] for f, v in (data.get("metrics") or {}).items()}
+            metrics = {f: v["data"] for f, v in (data.get("metrics") or {}).items() if "data" in v}
             assert list(metrics) in ([], ["metrics.json"]), f"{name}: DVC metrics {list(metrics)}"
             for level in levels:
                 path = level_metrics(level)
@@ -190,8 +191,30 @@ def _metrics_by_experiment(root: Path, env: dict, levels=("level0", "level1", "l
                     metrics[path] = json.loads(dvc.api.read(path, repo=str(root), rev=sha))
                 except Exception:  # (not an output of this experiment: one level fewer)
                     pass
+            metrics["samples_in_collocation"] = _samples_in_collocation(root, sha)
             found[name] = metrics
     return found
+
+
+def _samples_in_collocation(root: Path, sha: str | None, level: str = "level1") -> float:
+    """The share of the level's last batch that are points of the fixed collocation set."""
+    import io as _io
+
+    import dvc.api
+    import numpy as np
+
+    def read(path):
+        if sha is None:
+            return np.load(root / path)
+        return np.load(_io.BytesIO(dvc.api.read(path, repo=str(root), rev=sha, mode="rb")))
+
+    try:
+        batch = read(f"data/train/{level}/samples.npz")["points"].astype(np.float32)
+        fixed = read("data/collocation.npz")["interior"].astype(np.float32)
+    except Exception:
+        return float("nan")
+    known = {row.tobytes() for row in fixed}
+    return float(np.mean([row.tobytes() in known for row in batch]))
 
 
 def _metrics_of(root: Path, env: dict, name: str) -> dict:
