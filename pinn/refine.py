@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pinn.cascade import Progress, ProgressMode
 from pinn.config import Params
 from pinn.evaluate import accuracy
 from pinn.models import apply_fn, cast
@@ -62,7 +63,7 @@ def refine(
     on_block: Callable[[RefineState], None] | None = None,
     restore: Callable[[RefineState], RefineState | None] | None = None,
     wall_budget_s: float | None = None,
-    progress: bool = False,
+    progress: bool | ProgressMode = False,
 ):
     """Run `cfg.refine.iterations` quasi-Newton iterations; returns `(params, rows, dtype)`.
 
@@ -70,10 +71,9 @@ def refine(
     process-wide; a RuntimeError says so otherwise).
 
     `on_block(state)` is called after every block (checkpointing); `restore(template)` may return a
-    saved `RefineState` to continue from (resuming a killed run).
+    saved `RefineState` to continue from (resuming a killed run). `progress`: a bar, or a line
+    per block (`pinn.cascade.progress_mode`; iterations, loss, rel L2, iterations/s).
     """
-    from tqdm.auto import tqdm
-
     rcfg = cfg.refine
     dtype = DTYPES[rcfg.precision]
     if jnp.dtype(dtype) != jax.dtypes.canonicalize_dtype(dtype):
@@ -117,9 +117,10 @@ def refine(
             # the saved line-search cache matches the saved params and points: resuming continues
             # bit-identically (a redraw at the next block boundary resets the cache itself)
     t_start = time.perf_counter()
-    bar = tqdm(total=rcfg.iterations, initial=done, desc=f"refine {rcfg.method}", disable=not progress,
-               leave=False)
+    bar = Progress(progress, phase=f"refine {rcfg.method}", total=rcfg.iterations, initial=done,
+                   unit="iteration", rate_unit="iterations/s")
     while done < rcfg.iterations:
+        t_block = time.perf_counter()
         if rcfg.resample_every_blocks and block_index > 0 and block_index % rcfg.resample_every_blocks == 0:
             key, sub = jax.random.split(key)
             points = redraw(sub, params)
@@ -129,7 +130,6 @@ def refine(
         losses = np.asarray(info.loss)[:n]
         done += n
         block_index += 1
-        bar.update(n)
         row = {
             "iteration": done,
             "loss": float(losses[-1]),
@@ -141,6 +141,9 @@ def refine(
         if reference is not None:
             row["rel_l2"] = accuracy(lambda z: u(params, z), reference, dtype=dtype).rel_l2
         rows.append(row)
+        seconds = time.perf_counter() - t_block  # the block, its redraw and rel L2 included
+        bar.update(n, done, loss=row["loss"], rel_l2=row.get("rel_l2"),
+                   rate=n / seconds if seconds > 0 else float("nan"))
         if on_log is not None:
             on_log(row)
         if on_block is not None:

@@ -1,19 +1,19 @@
 """The Prefect flows (flows/pipeline.py, flows/regression.py) against a temporary Prefect server.
 
 The pipeline flow runs on copies of the session's built tiny project (tests/conftest.py), so DVC
-has something to skip; the regression flow reuses such a copy as its scratch project.
+has something to skip. The regression suite's rules, history, trend and its schedule on a real
+server are tested in tests/test_regression_suite.py; its command line here.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import ROOT, STAGES, TINY_PARAMS, set_params, snapshot
+from conftest import ROOT, STAGES, set_params, snapshot
 
 from flows import pipeline as pipeline_module  # first: sets the Prefect defaults
 from flows import regression as regression_module
@@ -21,9 +21,7 @@ from flows.pipeline import (
     DVC_PUSH_HINT, RAN, SKIPPED, StageNode, failure_message, pipeline, read_dag, run_graph,
     transient_only,
 )
-from flows.regression import (
-    BaselineError, RegressionError, compare_metrics, load_baseline, regression, source_dependencies,
-)
+from flows.regression import RegressionError
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey, LogFilter, LogFilterFlowRunId,
@@ -35,7 +33,6 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Failed
 from prefect.testing.utilities import prefect_test_harness
 
-COMMITTED_BASELINE = ROOT / "benchmarks" / "regression" / "baseline.json"
 
 
 @pytest.fixture(scope="module")
@@ -142,12 +139,6 @@ def test_run_graph_is_the_data_graph_without_the_gate_fan(tiny_project):
     dag = [StageNode("a", "", ()), StageNode("b", "", ()), StageNode("c", "", ("a", "b")),
            StageNode("d", "", ("a", "c"))]
     assert run_graph(dag) == {"a": (), "b": (), "c": ("a", "b"), "d": ("a", "c")}
-
-
-def test_source_dependencies_are_the_deps_no_stage_produces(tiny_project):
-    sources = source_dependencies(tiny_project)
-    assert "pinn/reference" in sources and "pinn/train.py" in sources and "pinn/report.py" in sources
-    assert not [s for s in sources if s.startswith(("data", "benchmarks")) or s == "metrics.json"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -295,72 +286,6 @@ def test_failure_classification():
 # the regression flow
 
 
-def write_baseline(path: Path, **metrics: tuple[float, float]) -> Path:
-    path.write_text(json.dumps({"metrics": {k: {"value": v, "rtol": r}
-                                            for k, (v, r) in metrics.items()}}))
-    return path
-
-
-def test_compare_metrics_rule():
-    baseline = {"metrics": {"rel_l2": {"value": 0.1, "rtol": 0.5},
-                            "max_abs": {"value": 1.0, "rtol": 0.0}}}
-    rows, failures = compare_metrics({"rel_l2": 0.149, "max_abs": 0.5}, baseline)
-    assert failures == [] and [r["status"] for r in rows] == ["ok", "ok"]
-    assert rows[0]["change_pct"] == pytest.approx(49.0)
-
-    rows, failures = compare_metrics({"rel_l2": 0.151, "max_abs": 1.0000001}, baseline)
-    assert [r["status"] for r in rows] == ["worse", "worse"]
-    assert failures[0] == ("rel_l2: new value 0.151 vs baseline 0.1 (+51 %), "
-                           "allowed <= 0.15 (rtol 0.5)")
-
-    _, failures = compare_metrics({"rel_l2": math.nan}, baseline)
-    assert failures == ["rel_l2: new value nan is not finite (baseline 0.1)",
-                        "max_abs: missing from metrics.json (baseline 1)"]
-
-
-def test_load_baseline_rejects_malformed_files(tmp_path):
-    with pytest.raises(BaselineError, match="baseline not found"):
-        load_baseline(tmp_path / "missing.json")
-    with pytest.raises(BaselineError, match=r"metrics\.rel_l2\.rtol = -1: must be a number >= 0"):
-        load_baseline(write_baseline(tmp_path / "b.json", rel_l2=(0.1, -1)))
-    (tmp_path / "c.json").write_text('{"metrics": {"rel_l2": {"value": NaN, "rtol": 0}}}')
-    with pytest.raises(BaselineError, match=r"metrics\.rel_l2\.value = nan: must be a finite"):
-        load_baseline(tmp_path / "c.json")
-    committed = load_baseline(COMMITTED_BASELINE)
-    assert {"rel_l2", "max_abs"} <= set(committed["metrics"])
-    assert committed["hardware"]["cpu"] and committed["params_digest"]
-
-
-def test_regression_flow_fails_on_a_stricter_baseline_and_passes_the_committed_one(
-        built_copy, pipeline_environ, prefect_server, tmp_path):
-    """The committed baseline holds for the benchmark params; rel_l2 = 1e-12 (rtol 0) does not."""
-    user_data = snapshot(ROOT)
-    user_keys = ("pinn-report", "pinn-metrics", "pinn-stages")
-    before = {key: artifact_count(key) for key in user_keys}
-    strict = write_baseline(tmp_path / "strict.json", rel_l2=(1e-12, 0.0))
-    metrics = json.loads((built_copy / "metrics.json").read_text())
-    with pytest.raises(RegressionError) as failure:
-        regression(params_path=str(TINY_PARAMS), baseline_path=str(strict),
-                   workdir=str(built_copy))
-    message = str(failure.value)
-    assert "rel_l2: new value" in message and "baseline 1e-12" in message
-    assert f"{metrics['rel_l2']:.4g}" in message and " %)" in message
-    assert "max_abs" not in message
-    # its artifacts are its own: the user's pipeline keys are untouched
-    assert {key: artifact_count(key) for key in user_keys} == before
-    for key in ("pinn-regression-report", "pinn-regression-metrics", "pinn-regression-stages",
-                "pinn-regression-comparison"):
-        assert artifact_count(key) >= 1, key
-
-    result = regression(params_path=str(TINY_PARAMS), baseline_path=str(COMMITTED_BASELINE),
-                        workdir=str(built_copy))
-    assert [(r["metric"], r["status"]) for r in result["comparison"]] == [
-        ("rel_l2", "ok"), ("max_abs", "ok")]
-    assert result["metrics"] == json.loads((built_copy / "metrics.json").read_text())
-    assert snapshot(ROOT) == user_data
-    assert {key: artifact_count(key) for key in user_keys} == before
-
-
 def test_regression_serve_entry_point(monkeypatch):
     calls = []
     monkeypatch.setattr(regression_module.regression, "serve",
@@ -368,8 +293,16 @@ def test_regression_serve_entry_point(monkeypatch):
     with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
         assert regression_module.main(["--serve", "--cron", "0 3 * * *"]) == 0
     assert calls == [{"name": "pinn-regression-nightly", "cron": "0 3 * * *",
-                      "parameters": {"params_path": "benchmarks/regression/params.yaml",
-                                     "baseline_path": "benchmarks/regression/baseline.json"}}]
+                      "parameters": {"suite_path": "benchmarks/regression/suite.yaml",
+                                     "baseline_path": "benchmarks/regression/baseline.json",
+                                     "history_path": "benchmarks/regression/history.jsonl",
+                                     "trend_path": "benchmarks/regression/trend.png"}}]
+    calls.clear()
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
+        assert regression_module.main(["--serve", "--name", "n", "--suite", "s.yaml",
+                                       "--workdir", "w", "--no-rerun"]) == 0
+    assert calls[0]["name"] == "n" and calls[0]["parameters"]["suite_path"] == "s.yaml"
+    assert calls[0]["parameters"]["workdir"] == "w" and calls[0]["parameters"]["rerun"] is False
 
 
 def test_regression_serve_refuses_without_a_server(monkeypatch, capsys):
