@@ -54,8 +54,12 @@ def _compilation_cache() -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def progress_wanted(quiet: bool) -> bool:
-    return not quiet and sys.stderr.isatty()
+def progress_wanted(quiet: bool) -> str:
+    """How a stage shows progress (`pinn.cascade.progress_mode`): nothing with `--quiet`, a bar on
+    a terminal, one line per log interval when piped (under DVC, Prefect, a log file)."""
+    if quiet:
+        return "off"
+    return "bar" if sys.stderr.isatty() else "lines"
 
 
 def read_params(path: Path) -> Params:
