@@ -77,6 +77,14 @@ class ShardingProbe:
         return getattr(self._problem, name)
 
     def residual(self, u, z):
+        self._record(z)
+        return self._problem.residual(u, z)
+
+    def pde_residuals(self, u, z):  # what the loss calls (named residuals, `pinn.loss`)
+        self._record(z)
+        return self._problem.pde_residuals(u, z)
+
+    def _record(self, z):
         shape = tuple(z.shape)
 
         def record(sharding):
@@ -91,7 +99,6 @@ class ShardingProbe:
             )
 
         jax.debug.inspect_array_sharding(z, callback=record)
-        return self._problem.residual(u, z)
 
 
 def _trainer(cfg, mesh, probe: bool):

@@ -412,6 +412,7 @@ def test_no_usable_checkpoint_starts_over(tmp_path, inputs, baseline, env):
                                            for option in ("--start", "--reference", "--collocation")])
     resume = resume_dir(project, "train@level0") / fp
     resume.mkdir(parents=True)
+    (resume / "history.json").write_text("[]")  # (written before any checkpoint, as the stage does)
     ckpt = Checkpointer(resume / "ckpt")
     nan_params = jax.tree_util.tree_map(lambda x: x * jnp.nan, template.params)
     ckpt.save(20, template._replace(params=nan_params, step=jnp.asarray(20, jnp.int32)), wait=True)
