@@ -104,9 +104,7 @@ def main(
                 f"{params}: {key}: missing (stage '{stage}' of {dvcfile} declares it, and DVC can "
                 f"only track keys written in {params}; copy it from the default params.yaml)")
     if problem is not None:
-        text = problem_stamp(cfg)
-        if not problem.exists() or problem.read_text() != text:  # unchanged: left as it is
-            io.write_text(problem, text)
+        io.write_text(problem, problem_stamp(cfg))
     io.write_text(stamp, "params valid\n")
     print(f"{params}: ok")
 
