@@ -69,7 +69,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StringConstraints, ValidationError,
                       field_validator, model_validator)
 
-from pinn.config import ConfigError, Params, ParamsLoader, load_params, validate_params
+from pinn.config import ConfigError, Params, load_params, read_yaml, validate_params
 from pinn.errors import UserError
 
 #: names of studies, cases and variants: they become parts of git ref names
@@ -195,19 +195,7 @@ class Study:
 
 
 def _read_yaml(path: Path, what: str) -> Any:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise StudyError(f"{path}: {what} not found") from None
-    except OSError as e:
-        raise StudyError(f"{path}: cannot read ({e.strerror})") from None
-    try:
-        return yaml.load(text, Loader=ParamsLoader)  # noqa: S506 (a SafeLoader subclass)
-    except yaml.YAMLError as e:
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise StudyError(f"{path}: YAML error{where}: {problem}") from None
+    return read_yaml(path, what, StudyError)
 
 
 def _format_study_error(err: dict) -> str:

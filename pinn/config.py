@@ -531,29 +531,32 @@ def _check_unique_keys(node: yaml.Node, path: tuple[str, ...]) -> None:
             _check_unique_keys(item, path + (str(i),))
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read `path` with `ParamsLoader` (safe, duplicate keys rejected) and validate it. Raises
-    `ConfigError` on any user error."""
+def read_yaml(path: str | Path, what: str = "file", error: type[UserError] = ConfigError) -> Any:
+    """The data in the YAML file `path`, read with `ParamsLoader` (safe: plain data only;
+    duplicate keys rejected). Raises `error` with one line naming the file (and the line)."""
     path = Path(path)
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
+        raise error(f"{path}: {what} not found") from None
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+        raise error(f"{path}: cannot read ({e.strerror})") from None
     try:
-        data = yaml.load(text, Loader=ParamsLoader)  # noqa: S506  (a SafeLoader subclass)
+        return yaml.load(text, Loader=ParamsLoader)  # noqa: S506  (a SafeLoader subclass)
     except DuplicateKeyError as e:
-        raise ConfigError(f"{path}: {e.problem} (a key may appear once)") from None
+        raise error(f"{path}: {e.problem} (a key may appear once)") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         if isinstance(e, yaml.constructor.ConstructorError):  # e.g. !!python/object: never built
-            raise ConfigError(f"{path}: YAML tag not allowed{where} (params are plain data): "
-                              f"{problem}") from None
-        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}") from None
-    return validate_params(data, source=str(path))
+            raise error(f"{path}: YAML tag not allowed{where} (only plain data): {problem}") from None
+        raise error(f"{path}: YAML syntax error{where}: {problem}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read `path` (`read_yaml`) and validate it. Raises `ConfigError` on any user error."""
+    return validate_params(read_yaml(path), source=str(path))
 
 
 def level_widths(params: Params) -> dict[str, int]:
