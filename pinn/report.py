@@ -827,10 +827,18 @@ def _build(inputs: ReportInputs, out: Path, *, title: str, dpi: int,
 
     # -- summary
     md += [f"# {title}", "", "## Summary", ""]
+    # the reference's own error is above `reference.warn_above` (evaluate says so): every accuracy
+    # figure below is limited by it
+    limited = metrics.get("reference_limited") is True
+    mark = f" (limited by the reference, its own error {fmt(est)})" if limited else ""
+    if limited:
+        md += [f"> **Accuracy limited by the reference:** its estimated relative error is {fmt(est)} "
+               "(above `reference.warn_above`); errors at or below that level say nothing about "
+               "the network.", ""]
     md += _table(["quantity", "value"], [
         ["problem", problem],
-        ["rel L2 error", fmt(_float(metrics.get("rel_l2")))],
-        ["max abs error", fmt(_float(metrics.get("max_abs")))],
+        ["rel L2 error", fmt(_float(metrics.get("rel_l2"))) + mark],
+        ["max abs error", fmt(_float(metrics.get("max_abs"))) + mark],
         ["reference est. rel. error", fmt(est)],
         ["Adam steps", fmt(steps)],
         ["refinement iterations", fmt(iterations)],
@@ -842,7 +850,7 @@ def _build(inputs: ReportInputs, out: Path, *, title: str, dpi: int,
     md.append("")
     if not inputs.metrics.exists():
         md += [_not_found(inputs, inputs.metrics, "accuracy metrics are not shown"), ""]
-    known = {"problem", "rel_l2", "max_abs", "reference_est_rel_error"}
+    known = {"problem", "rel_l2", "max_abs", "reference_est_rel_error", "reference_limited"}
     extra = [[k, fmt(v)] for k, v in sorted(metrics.items())
              if k not in known and isinstance(v, (int, float))]
     if extra:

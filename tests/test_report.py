@@ -498,3 +498,18 @@ def test_mismatched_error_shape_is_a_user_error(tmp_path):
               error=np.zeros((3, 4)), t=np.linspace(0, 1, 3), x=np.linspace(-1, 1, 4))
     with pytest.raises(UserError, match="does not match the reference"):
         report.stage_report(params(), tmp_path)
+
+
+@pytest.mark.parametrize("limited", [True, False])
+def test_accuracy_limited_by_the_reference_is_marked(tmp_path, limited):
+    """evaluate flags `reference_limited` when the reference's own error is above
+    `reference.warn_above`: the report then marks every accuracy figure, and only then."""
+    make_run(tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics.update(reference_limited=limited, reference_est_rel_error=0.15)
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    md = report.stage_report(params(), tmp_path).read_text()
+    marked = "limited by the reference" in summary_value(md, "rel L2 error")
+    assert marked == limited and ("limited by the reference" in summary_value(md, "max abs error")) == limited
+    assert ("Accuracy limited by the reference" in md) == limited
+    assert "reference_limited" not in md  # (not repeated as an "other metric")
