@@ -145,6 +145,7 @@ def test_run_graph_is_the_data_graph_without_the_gate_fan(tiny_project):
 # the pipeline flow
 
 
+@pytest.mark.slow  # runs the whole tiny pipeline under Prefect (minutes)
 def test_pipeline_flow_runs_changed_stages_and_skips_the_rest(
         built_copy, pipeline_environ, prefect_server):
     set_params(built_copy, **{"report.dpi": 41})
@@ -202,6 +203,7 @@ def test_pipeline_flow_rejects_bad_params_before_any_stage(
     assert snapshot(built_copy) == before
 
 
+@pytest.mark.slow  # runs the whole tiny pipeline under Prefect (minutes)
 def test_pipeline_flow_fails_at_once_on_a_user_error_in_a_stage(
         built_copy, pipeline_environ, prefect_server, capsys):
     """A stage that exits with 2 (a missing params file) is not retried; the flow fails with the
@@ -237,6 +239,7 @@ def test_pipeline_flow_fails_at_once_on_a_user_error_in_a_stage(
     assert not any("Traceback" in line for line in err)
 
 
+@pytest.mark.slow  # runs the whole tiny pipeline under Prefect (minutes)
 def test_pipeline_flow_retries_a_transient_failure(built_copy, pipeline_environ, prefect_server):
     """refine's command is killed the first time (exit 137): retried once, then the flow runs on."""
     dvc_yaml = yaml.safe_load((built_copy / "dvc.yaml").read_text())
