@@ -53,13 +53,26 @@ def reference(
     typer.echo(f"{problem.value}: est. rel. L2 error {ref.est_rel_error:.2e} -> {out}")
 
 
+def _check(params: Path, dvcfile: Path) -> None:
+    """What the pipeline's gate checks: the values, what needs the library (dense refinement
+    size), and — when there is a pipeline — that every key it declares is written in the file."""
+    from pinn.stages.gate import check_declared, check_feasible
+
+    cfg = _load(params)
+    check_feasible(cfg, str(params))
+    if dvcfile.exists():
+        check_declared(cfg, params, dvcfile)
+
+
 @app.command("check-params")
 @one_line_errors
-def check_params(params: Path = typer.Argument(Path("params.yaml"))):
-    """Validate a params file; prints 'ok' or the errors (naming each key)."""
-    from pinn.stages.gate import check_feasible
-
-    check_feasible(_load(params), str(params))
+def check_params(
+    params: Path = typer.Argument(Path("params.yaml")),
+    dvcfile: Path = typer.Option(Path("dvc.yaml"), "--dvcfile",
+                                 help="The pipeline whose declared keys must be written in the file."),
+):
+    """Validate a params file as the pipeline's gate does; prints 'ok' or one line per error."""
+    _check(params, dvcfile)
     typer.echo(f"{params}: ok")
 
 
@@ -70,20 +83,19 @@ def run(
                                 help="Params file; other than ./params.yaml: run in --workdir."),
     workdir: Optional[Path] = typer.Option(
         None, "--workdir",
-        help="Project directory to run a --params file in (default: runs/<its name>)."),
+        help="Project directory for a --params file (default: runs/<file stem>, or "
+             "runs/<folder> for a file named params.yaml)."),
     force: bool = typer.Option(False, "--force", help="Rerun every stage."),
 ):
     """Validate params, run the pipeline with `dvc repro`, and print where the report is.
 
-    With the default `--params params.yaml` the pipeline runs here, on this project's
-    params.yaml. Any other params file runs in its own project directory (`--workdir`, default
-    `runs/<file stem>`) holding this checkout's pipeline and that file as its params.yaml: DVC
-    only ever reads a project's own params.yaml, and this one is left untouched.
+    `--params params.yaml` (the default) runs here. Any other params file runs in its own
+    project directory (`--workdir`) holding this pipeline and that file as its params.yaml; this
+    project's params.yaml is left untouched.
     """
     from pinn import pipeline
-    from pinn.stages.gate import check_feasible
 
-    check_feasible(_load(params), str(params))
+    _check(params, pipeline.source_root() / "dvc.yaml")
     root = Path(".")
     if workdir is not None or params.absolute() != Path("params.yaml").absolute():
         default = params.stem if params.stem != "params" else params.parent.name  # examples/x/params.yaml

@@ -439,7 +439,7 @@ SITES: dict[Site, Gate | Internal | Input] = {
     Site("pinn/stages/common.py", "require", ""): Input(FILES),
     Site("pinn/stages/common.py", "load_reference", ""): Input(FILES),
     Site("pinn/stages/common.py", "load_collocation", ""): Input(FILES),
-    Site("pinn/stages/gate.py", "main", ""):
+    Site("pinn/stages/gate.py", "check_declared", ""):
         Input("a key dvc.yaml tracks is missing from params.yaml: one line naming it"),
     Site("pinn/stages/train.py", "main", "--level "):
         Input("the --level command-line argument: one line naming it"),

@@ -88,6 +88,18 @@ def _present(data: Any, dotted: str) -> bool:
     return True
 
 
+def check_declared(cfg: Params, params: Path, dvcfile: Path) -> None:
+    """Every key a stage of `dvcfile` declares is written in the params file `params` (DVC can
+    only track keys that are there, and fails mid-pipeline on a missing one). Raises `UserError`
+    naming the first missing key."""
+    data = yaml.safe_load(Path(params).read_text())
+    for key, stage in declared_params(dvcfile, list(cfg.multilevel.levels)).items():
+        if not _present(data, key):
+            raise UserError(
+                f"{params}: {key}: missing (stage '{stage}' of {dvcfile} declares it, and DVC can "
+                f"only track keys written in {params}; copy it from the default params.yaml)")
+
+
 def main(
     params: Path = PARAMS,
     dvcfile: Path = typer.Option(..., "--dvcfile", help="The pipeline whose declared keys must be present."),
@@ -97,12 +109,7 @@ def main(
 ) -> None:
     cfg = read_params(params)
     check_feasible(cfg, str(params))
-    data = yaml.safe_load(params.read_text())
-    for key, stage in declared_params(dvcfile, list(cfg.multilevel.levels)).items():
-        if not _present(data, key):
-            raise UserError(
-                f"{params}: {key}: missing (stage '{stage}' of {dvcfile} declares it, and DVC can "
-                f"only track keys written in {params}; copy it from the default params.yaml)")
+    check_declared(cfg, params, dvcfile)
     if problem is not None:
         io.write_text(problem, problem_stamp(cfg))
     io.write_text(stamp, "params valid\n")
