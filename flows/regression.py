@@ -156,15 +156,10 @@ class Suite:
 
 def load_suite(path: str | Path) -> Suite:
     """Read and check a suite file; params paths are relative to the suite file's directory."""
-    import yaml
+    from pinn.config import read_yaml
 
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise SuiteError(f"{path}: suite file not found") from None
-    except yaml.YAMLError as e:
-        raise SuiteError(f"{path}: not valid YAML ({e})") from None
+    data = read_yaml(path, "suite file", SuiteError)
     if not isinstance(data, dict):
         raise SuiteError(f"{path}: must be a mapping with 'cases', 'thresholds', 'margins'")
     cases = data.get("cases")

@@ -531,7 +531,7 @@ def _check_unique_keys(node: yaml.Node, path: tuple[str, ...]) -> None:
             _check_unique_keys(item, path + (str(i),))
 
 
-def read_yaml(path: str | Path, what: str = "file", error: type[UserError] = ConfigError) -> Any:
+def read_yaml(path: str | Path, what: str = "file", error: type[Exception] = ConfigError) -> Any:
     """The data in the YAML file `path`, read with `ParamsLoader` (safe: plain data only;
     duplicate keys rejected). Raises `error` with one line naming the file (and the line)."""
     path = Path(path)
