@@ -511,6 +511,9 @@ def prepare_project(study: Study, workdir: str | Path | None = None) -> Project:
     env = study_env(study, root)
     if not (root / ".git").exists():
         _git(root, env, "init", "-q")
+        # the study's own repository: a local identity, as DVC commits every experiment
+        _git(root, env, "config", "user.name", "pinn ablate")
+        _git(root, env, "config", "user.email", "ablate@pinn.invalid")
     _dvc(root, env, "config", "core.no_scm", "false")
     _git(root, env, "add", "--", "dvc.yaml", ".dvcignore", "pinn", "params.yaml", ".gitignore",
          ".dvc/config", ".dvc/.gitignore")

@@ -165,7 +165,10 @@ def make_tiny_project(dest: Path, env: dict[str, str], params: Path = TINY_PARAM
             shutil.copy2(source, dest / name)
     shutil.copy2(params, dest / "params.yaml")
     git = ["git", "-c", "user.name=pinn tests", "-c", "user.email=tests@pinn.invalid"]
-    for cmd in (git + ["init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"],
+    # a repository-local identity: DVC commits experiments too, and CI may have no global one
+    for cmd in (git + ["init", "-q"], ["git", "config", "user.name", "pinn tests"],
+                ["git", "config", "user.email", "tests@pinn.invalid"],
+                [sys.executable, "-m", "dvc", "init", "-q"],
                 git + ["add", "-A"], git + ["commit", "-q", "-m", "tiny project"]):
         proc = run(cmd, dest, env, timeout=120)
         assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{output_of(proc)}"

@@ -126,7 +126,10 @@ def project(tmp_path_factory) -> tuple[Path, dict]:
     git = ["git", "-c", "user.name=pinn tests", "-c", "user.email=tests@pinn.invalid"]
     (root / ".gitignore").write_text("/data/resume/\n.jax_cache/\n")
     dvc = [sys.executable, "-m", "dvc"]
-    for cmd in (git + ["init", "-q"], dvc + ["config", "core.no_scm", "false"],
+    # a repository-local identity: DVC commits the experiments, and CI may have no global one
+    for cmd in (git + ["init", "-q"], ["git", "config", "user.name", "pinn tests"],
+                ["git", "config", "user.email", "tests@pinn.invalid"],
+                dvc + ["config", "core.no_scm", "false"],
                 git + ["add", "-A"], git + ["commit", "-q", "-m", "tiny project"]):
         proc = _run(cmd, root, env)
         assert proc.returncode == 0, proc.stdout + proc.stderr
