@@ -16,12 +16,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pinn.cascade import Progress, ProgressMode
 from pinn.config import Params
 from pinn.evaluate import accuracy
 from pinn.models import apply_fn, cast
 from pinn.optim import quasi_newton_runner, refine_optimizer
 from pinn.precision import DTYPES
+from pinn.progress import Progress, ProgressMode
 from pinn.sampling import rad_probabilities
 from pinn.train import LossSpec, loss_spec, loss_terms
 
@@ -71,7 +71,7 @@ def refine(
 
     `on_block(state)` is called after every block (checkpointing); `restore(template)` may return a
     saved `RefineState` to continue from (resuming a killed run). `progress`: a bar, or a line
-    per block (`pinn.cascade.progress_mode`; iterations, loss, rel L2, iterations/s).
+    per block (`pinn.progress.progress_mode`; iterations, loss, rel L2, iterations/s).
     """
     rcfg = cfg.refine
     dtype = DTYPES[rcfg.precision]

@@ -444,7 +444,7 @@ SITES: dict[Site, Gate | Internal | Input] = {
     Site("pinn/stages/train.py", "main", "--level "):
         Input("the --level command-line argument: one line naming it"),
     Site("pinn/stages/train.py", "main", ""): Input(FILES),
-    Site("pinn/cascade.py", "progress_mode", "progress = "):
+    Site("pinn/progress.py", "progress_mode", "progress = "):
         Internal("the stages pass a bool; a mode string comes from code, not params"),
     Site("pinn/stages/gate.py", "check_feasible", ""):
         Internal("re-raises check_dense_size's error (its own site above) with the file name"),

@@ -25,7 +25,7 @@ from conftest import ROOT, TINY_PARAMS
 
 from flows import regression as R  # first: sets the Prefect defaults
 from flows.pipeline import _run_logged
-from pinn import cascade
+from pinn import cascade, progress
 
 SUITE = ROOT / "benchmarks" / "regression" / "suite.yaml"
 BASELINE = ROOT / "benchmarks" / "regression" / "baseline.json"
@@ -338,11 +338,11 @@ def test_committed_baseline_history_and_trend():
 
 
 def test_progress_mode_and_line():
-    assert cascade.progress_mode(True) == "bar"
-    assert cascade.progress_mode("lines") == "lines"
+    assert progress.progress_mode(True) == "bar"
+    assert progress.progress_mode("lines") == "lines"
     with pytest.raises(ValueError, match="progress = 'loud'"):
-        cascade.progress_mode("loud")
-    assert cascade.progress_line("train level0", 500, 2000, "step", loss=1.234e-3, rel_l2=4.56e-2,
+        progress.progress_mode("loud")
+    assert progress.progress_line("train level0", 500, 2000, "step", loss=1.234e-3, rel_l2=4.56e-2,
                                  rate=812.34, rate_unit="steps/s") == (
         "train level0: step 500/2000 (25%), loss 1.234e-03, rel L2 4.560e-02, 812.3 steps/s")
 

@@ -55,7 +55,7 @@ def _compilation_cache() -> None:
 
 
 def progress_wanted(quiet: bool) -> str:
-    """How a stage shows progress (`pinn.cascade.progress_mode`): nothing with `--quiet`, a bar on
+    """How a stage shows progress (`pinn.progress.progress_mode`): nothing with `--quiet`, a bar on
     a terminal, one line per log interval when piped (under DVC, Prefect, a log file)."""
     if quiet:
         return "off"
