@@ -65,6 +65,11 @@ def carry_of(state: TrainState) -> Carry:
     return Carry(state.params, state.opt_state, state.balancer_state, state.key)
 
 
+def carry_template(trainer: Trainer, model: PINN, cfg: Params, level: str) -> Carry:
+    """The structure (shapes, dtypes) of `level`'s export, for loading it (`pinn.io.load_tree`)."""
+    return carry_of(state_template(trainer, model, cfg, level))
+
+
 def start_level(
     cfg: Params,
     trainer: Trainer,

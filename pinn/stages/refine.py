@@ -52,7 +52,7 @@ def main(
         problem = problem_of(cfg)
         fixed = load_collocation(collocation)["interior"] if cascade.uses_fixed_points(cfg) else None
         trainer, model = cascade.make_trainer(cfg, problem, finest, fixed_points=fixed)
-        template = cascade.carry_of(cascade.state_template(trainer, model, cfg, finest))
+        template = cascade.carry_template(trainer, model, cfg, finest)
         carry, _ = io.load_tree(start, template)
         if skipped:
             params_out = carry.params

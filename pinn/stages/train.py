@@ -62,7 +62,7 @@ def main(
             steps_before = 0
         else:
             prev_trainer, prev_model = cascade.make_trainer(cfg, problem, source, fixed_points=fixed)
-            template = cascade.carry_of(cascade.state_template(prev_trainer, prev_model, cfg, source))
+            template = cascade.carry_template(prev_trainer, prev_model, cfg, source)
             previous, extras = io.load_tree(start, template)
             if "steps_done" not in extras:
                 raise UserError(f"{start}: missing array 'extra/steps_done' (not a level export)")
