@@ -17,6 +17,7 @@ from typing import Optional
 
 import typer
 
+from pinn.config import BUILTIN_PROBLEMS
 from pinn.errors import one_line_errors
 
 app = typer.Typer(
@@ -25,10 +26,8 @@ app = typer.Typer(
 )
 
 
-class ProblemName(str, Enum):
-    allen_cahn_1d = "allen_cahn_1d"
-    allen_cahn_2d = "allen_cahn_2d"
-    burgers_1d = "burgers_1d"
+#: the built-in problems (`pinn reference NAME`)
+ProblemName = Enum("ProblemName", {name: name for name in BUILTIN_PROBLEMS}, type=str)
 
 
 def _load(params: Path):

@@ -53,6 +53,7 @@ class _Section(BaseModel):
 PositiveInt = Field(gt=0)
 
 
+#: the built-in problems' aliases (`pinn.problems.PROBLEMS`; tests/test_problems.py checks they agree)
 BUILTIN_PROBLEMS = ("allen_cahn_1d", "allen_cahn_2d", "burgers_1d")
 
 
@@ -61,7 +62,7 @@ class ProblemConfig(_Section):
     `path/to/file.py:Class` relative to the project root, or `package.module:Class`); exactly one
     of the two (neither: the default `allen_cahn_1d`)."""
 
-    name: Optional[Literal["allen_cahn_1d", "allen_cahn_2d", "burgers_1d"]] = None
+    name: Optional[Literal[BUILTIN_PROBLEMS]] = None
     target: Optional[str] = None
     #: PDE coefficients, e.g. {diffusion: 1e-4, reaction: 5.0} or a vector {k: [1.0, 2.0]};
     #: names and values checked against the problem (its dataclass fields, `coefficient_bounds`)

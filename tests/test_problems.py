@@ -267,3 +267,15 @@ def test_reference_passes_coefficients(monkeypatch, name, coeffs, solver, expect
     monkeypatch.setattr(pinn.reference, solver, fake, raising=False)
     assert make_problem(name, **coeffs).reference(progress=False) == "REF"
     assert calls == [dict(expected_kwargs, progress=False)]
+
+
+def test_the_builtin_names_are_one_list():
+    """The params schema, the CLI and the problem registry name the same built-ins."""
+    from pinn.cli import ProblemName
+    from pinn.config import BUILTIN_PROBLEMS, ProblemConfig
+    from pinn.problems import PROBLEMS
+
+    assert set(BUILTIN_PROBLEMS) == set(PROBLEMS) == {p.value for p in ProblemName}
+    assert ProblemConfig(name="burgers_1d").name == "burgers_1d"
+    with pytest.raises(Exception):
+        ProblemConfig(name="kdv")
