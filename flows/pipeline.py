@@ -101,8 +101,10 @@ def run_graph(dag: list[StageNode]) -> dict[str, tuple[str, ...]]:
         ancestors[node.name] = set().union(*({u} | ancestors.get(u, set())
                                              for u in upstream[node.name]))
     names = list(upstream)
-    gates = {g for g in names if not upstream[g]
-             and all(g in ancestors[other] for other in names if other != g)}
+    # stages with no edges at all (the plots page) take no part in deciding what a gate is
+    linked = [n for n in names if upstream[n] or any(n in upstream[o] for o in names)]
+    gates = {g for g in linked if not upstream[g]
+             and all(g in ancestors[other] for other in linked if other != g)}
     return {name: tuple(sorted(u for u in ups if u not in gates or ups <= gates))
             for name, ups in upstream.items()}
 

@@ -21,6 +21,9 @@ from typing import Iterator, NamedTuple
 
 #: what a project needs besides its params.yaml: the DAG and the package its stages run
 PROJECT_FILES = ("dvc.yaml", ".dvcignore", "pinn")
+#: the page `dvc plots show/diff` fill: the `plots_page` stage's output, with the charting
+#: libraries inline so it renders offline (relative to `.dvc/`, as DVC reads the setting)
+PLOTS_PAGE = "../data/plots_page.html"
 
 
 class StageNode(NamedTuple):
@@ -156,7 +159,17 @@ def make_project(workdir: str | Path, params: str | Path, source: Path | None = 
     if not (workdir / ".dvc").exists():
         subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=workdir,
                        check=True, env=subprocess_env())
+    use_plots_page(workdir)
     return workdir
+
+
+def use_plots_page(root: str | Path) -> None:
+    """Point the DVC project at `root` to the offline plots page (`plots.html_template`), as this
+    repository's own `.dvc/config` does. Other settings (remotes, ...) are kept."""
+    from dvc.config import Config
+
+    with Config(str(Path(root) / ".dvc")).edit("repo") as config:
+        config["plots"]["html_template"] = PLOTS_PAGE
 
 
 def subprocess_env() -> dict[str, str]:

@@ -38,8 +38,8 @@ TINY_PARAMS = ROOT / "benchmarks" / "regression" / "params.yaml"
 #: what a project needs besides params.yaml: the DAG, and the package its stages run
 PROJECT_FILES = pipeline.PROJECT_FILES
 #: the stages of dvc.yaml (foreach expanded) for the tiny params' two levels
-STAGES = ["params", "reference", "collocation", "init", "train@level0", "train@level1", "refine",
-          "evaluate", "report"]
+STAGES = ["params", "plots_page", "reference", "collocation", "init", "train@level0",
+          "train@level1", "refine", "evaluate", "report"]
 #: every file a stage writes (files inside output directories are found by `snapshot`)
 OUTPUTS = ("data", "metrics.json", "report", "dvc.lock")
 SUBPROCESS_TIMEOUT_S = 900
@@ -169,7 +169,10 @@ def make_tiny_project(dest: Path, env: dict[str, str], params: Path = TINY_PARAM
     for cmd in (git + ["init", "-q"], ["git", "config", "user.name", "pinn tests"],
                 ["git", "config", "user.email", "tests@pinn.invalid"],
                 [sys.executable, "-m", "dvc", "init", "-q"],
-                git + ["add", "-A"], git + ["commit", "-q", "-m", "tiny project"]):
+                "plots page", git + ["add", "-A"], git + ["commit", "-q", "-m", "tiny project"]):
+        if cmd == "plots page":
+            pipeline.use_plots_page(dest)
+            continue
         proc = run(cmd, dest, env, timeout=120)
         assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{output_of(proc)}"
     return dest

@@ -139,6 +139,10 @@ def test_run_graph_is_the_data_graph_without_the_gate_fan(tiny_project):
     dag = [StageNode("a", "", ()), StageNode("b", "", ()), StageNode("c", "", ("a", "b")),
            StageNode("d", "", ("a", "c"))]
     assert run_graph(dag) == {"a": (), "b": (), "c": ("a", "b"), "d": ("a", "c")}
+    # a stage with no edges (the plots page) does not stop the gate from being one
+    dag = [StageNode("g", "", ()), StageNode("page", "", ()), StageNode("b", "", ("g",)),
+           StageNode("c", "", ("g", "b"))]
+    assert run_graph(dag) == {"g": (), "page": (), "b": ("g",), "c": ("b",)}
 
 
 # ----------------------------------------------------------------------------------------------

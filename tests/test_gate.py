@@ -438,6 +438,8 @@ SITES: dict[Site, Gate | Internal | Input] = {
         Internal("a stage's typer exit status inside the in-process runner"),
     Site("pinn/stages/common.py", "require", ""): Input(FILES),
     Site("pinn/stages/common.py", "load_reference", ""): Input(FILES),
+    Site("pinn/stages/plots_page.py", "page", "vl-convert "):
+        Internal("the installed vl-convert's bundle inlines cleanly (tests/test_plots_page.py)"),
     Site("pinn/stages/common.py", "load_collocation", ""): Input(FILES),
     Site("pinn/stages/gate.py", "check_declared", ""):
         Input("a key dvc.yaml tracks is missing from params.yaml: one line naming it"),

@@ -35,7 +35,7 @@ BAD_P_MAX_ERROR = re.compile(
 )
 
 #: the params gate's outputs: rewritten on every repro (it always runs), constant content
-GATE_STAMPS = {"data/params.ok", "data/problem.stamp"}
+GATE_STAMPS = {"data/params.ok", "data/problem.stamp", "data/reference_source.stamp"}
 
 
 def changed(before: dict, after: dict) -> set[str]:
@@ -117,7 +117,8 @@ def test_level1_steps_rerun_level1_and_downstream_only(built_copy, pipeline_env)
     out = output_of(proc)
     assert proc.returncode == 0, out
     assert stages_ran(out) == ["params", "train@level1", "refine", "evaluate", "report"]
-    assert sorted(stages_skipped(out)) == ["collocation", "init", "reference", "train@level0"]
+    assert sorted(stages_skipped(out)) == ["collocation", "init", "plots_page", "reference",
+                                           "train@level0"]
     after = snapshot(built_copy)
     for path in UPSTREAM_OF_LEVEL1:
         assert after[path] == before[path], f"{path} was rewritten"
