@@ -61,7 +61,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterable, Mapping, Optional, Sequence
 
@@ -1199,21 +1199,43 @@ def _umask() -> int:
 
 
 def default_out(study: Study) -> Path:
-    """`studies/results/<name>` in this checkout."""
+    """`studies/results/<name>` in this checkout (`<name>-<case>...` when only some of its cases
+    ran, `only_cases`)."""
     from pinn.pipeline import source_root
 
-    return source_root() / "studies" / "results" / study.name
+    ran = [c for c in study.cases if c]
+    part = "" if set(ran) == set(load_study(study.path).spec.cases) else "-" + "-".join(ran)
+    return source_root() / "studies" / "results" / (study.name + part)
 
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
+def only_cases(study: Study, cases: Sequence[str]) -> Study:
+    """The part of `study` that runs in `cases` (names of its `cases:`), as a study of its own: its
+    runs, report and experiment names are those of the full study for these cases, so a later run
+    of the full study finds their stages in the run cache. Raises `StudyError` on an unknown case."""
+    unknown = [c for c in cases if c not in study.spec.cases]
+    if unknown:
+        raise StudyError(f"{study.path}: case {unknown[0]!r} is not one of its cases "
+                         f"({', '.join(study.spec.cases) or 'it has none'})")
+    spec = study.spec.model_copy(update={
+        "cases": {c: o for c, o in study.spec.cases.items() if c in cases},
+        "title": f"{study.title} (cases: {', '.join(c for c in study.spec.cases if c in cases)})"})
+    return replace(study, spec=spec,
+                               runs=tuple(r for r in study.runs if r.case in cases))
+
+
 def run_study(study_file: str | Path, jobs: int | None = None, workdir: str | Path | None = None,
-              out: str | Path | None = None, log: Callable[[str], None] = print) -> StudyReport:
+              out: str | Path | None = None, log: Callable[[str], None] = print,
+              cases: Sequence[str] = ()) -> StudyReport:
     """Validate the study, run its experiments through DVC's queue, read them back from DVC and
-    write the report. Raises `StudyError` (after writing the report) if an experiment failed."""
+    write the report. `cases`: run only these of the study's cases (`only_cases`). Raises
+    `StudyError` (after writing the report) if an experiment failed."""
     study = load_study(study_file)
+    if cases:
+        study = only_cases(study, cases)
     jobs = jobs or study.spec.jobs
     t0, started, load_start = time.time(), _now(), os.getloadavg()[0]
     project = prepare_project(study, workdir)

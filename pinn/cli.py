@@ -116,6 +116,9 @@ def ablate(
                                            help="The study's DVC project (default: runs/studies/<name>)."),
     out: Optional[Path] = typer.Option(None, "--out",
                                        help="Report directory (default: studies/results/<name>)."),
+    case: list[str] = typer.Option([], "--case",
+                                   help="Run only this case of the study (repeatable); its "
+                                        "report goes to studies/results/<name>-<case>."),
 ):
     """Run an ablation study as DVC experiments (queued, run cache shared) and write its report.
 
@@ -130,7 +133,7 @@ def ablate(
         typer.echo(line)
         sys.stdout.flush()
 
-    report = run_study(study, jobs=jobs, workdir=workdir, out=out, log=log)
+    report = run_study(study, jobs=jobs, workdir=workdir, out=out, log=log, cases=case)
     typer.echo(f"{len(report.results)} experiments; {report.reuse.reused} of "
                f"{report.reuse.reused + report.reuse.ran} stage runs reused; report: {report.path}")
 

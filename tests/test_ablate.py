@@ -121,6 +121,20 @@ def test_every_run_is_validated_case_by_variant(tmp_path):
     assert len(ok.runs) == 12 and ok.runs[-1].params["sampling"]["batch_size"] == 1024
 
 
+def test_a_study_can_run_some_of_its_cases(tmp_path):
+    """`pinn ablate --case`: the runs of those cases, named as in the full study (so the full study
+    finds their stages in the run cache), reported apart from the full study."""
+    text = GOOD.replace("params: TINY", "params: TINY\n    cases:\n      small: {}\n      large: "
+                        "{sampling.batch_size: 1024}")
+    full = ablate.load_study(write_study(tmp_path, text))
+    part = ablate.only_cases(full, ["large"])
+    assert [r.name for r in part.runs] == [r.name for r in full.runs if r.case == "large"] != []
+    assert part.cases == ["large"] and "(cases: large)" in part.title
+    assert ablate.default_out(part).name == f"{full.name}-large" != ablate.default_out(full).name
+    with pytest.raises(ablate.StudyError, match=r"case 'huge' is not one of its cases \(small, large\)"):
+        ablate.only_cases(full, ["huge"])
+
+
 def test_nothing_runs_for_an_invalid_study(tmp_path):
     """The CLI prints the one-line error and exits 2 before any project or report exists."""
     bad = write_study(tmp_path, GOOD.replace("sampling.method: rad", "sampling.method: radd"))
