@@ -16,6 +16,10 @@
 
     python -m flows.ablation STUDY.yaml [--jobs N] [--workdir DIR] [--out DIR]   (ephemeral Prefect)
     PREFECT_API_URL=http://127.0.0.1:4200/api python -m flows.ablation STUDY.yaml   (a server's UI)
+    PREFECT_API_URL=http://127.0.0.1:4200/api python -m flows.ablation [STUDY.yaml] --serve
+        a deployment `pinn-ablation/ui` served by this process, run from the UI with the
+        parameters `study_file` (default: STUDY.yaml), `jobs`, `workdir`, `out`; every run is
+        DVC experiments as above (`--serve` without PREFECT_API_URL refuses, saying what to start)
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ import re
 import sys
 from typing import Any
 
-from flows.pipeline import embed_images  # first: sets the Prefect defaults (PREFECT_HOME, ...)
+from flows.pipeline import (  # first: sets the Prefect defaults (PREFECT_HOME, ...)
+    DEPLOYMENT, embed_images, require_server,
+)
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -157,11 +163,33 @@ def ablation(study_file: str, jobs: int | None = None, workdir: str | None = Non
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.ablation",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("study", help="the study file (YAML)")
+    parser.add_argument("study", nargs="?", default=None,
+                        help="the study file (YAML; with --serve: the deployment's default)")
     parser.add_argument("--jobs", type=int, default=None, help="experiments at a time")
     parser.add_argument("--workdir", default=None, help="the study's DVC project")
     parser.add_argument("--out", default=None, help="the report's directory")
+    parser.add_argument("--serve", action="store_true",
+                        help="serve the flow as a deployment, to be run from the Prefect UI "
+                             "(needs `prefect server start` and PREFECT_API_URL)")
+    parser.add_argument("--name", default=DEPLOYMENT,
+                        help="the deployment's name for --serve (pinn-ablation/NAME)")
     args = parser.parse_args(argv)
+    if args.serve:
+        refusal = require_server()
+        if refusal is not None:
+            print(refusal, file=sys.stderr)
+            return 2
+        from pathlib import Path
+
+        parameters = {k: v for k, v in (
+            ("study_file", str(Path(args.study).absolute()) if args.study else None),
+            ("jobs", args.jobs),
+            ("workdir", str(Path(args.workdir).absolute()) if args.workdir else None),
+            ("out", str(Path(args.out).absolute()) if args.out else None)) if v is not None}
+        ablation.serve(name=args.name, parameters=parameters)
+        return 0
+    if args.study is None:
+        parser.error("the study file is required (except with --serve)")
     state = ablation(study_file=args.study, jobs=args.jobs, workdir=args.workdir, out=args.out,
                      return_state=True)
     if not state.is_completed():
