@@ -326,23 +326,62 @@ class TrainConfig(_Section):
     ntk_points: int = Field(64, gt=0)
 
 
-class ReferenceConfig(_Section):
-    """How accurate the reference must be for accuracy figures to mean something.
+#: the suffixes of `reference.file` (`pinn.reference.files.SUFFIXES`; tests check they agree)
+REFERENCE_FILE_SUFFIXES = (".npz", ".mat", ".txt", ".dat", ".csv")
 
-    The reference stage certifies its solution by solving again at doubled resolution
-    (`est_rel_error`). Above `warn_above` it warns and the report marks every accuracy figure as
-    limited by the reference; above `fail_above` it fails unless `allow_inaccurate` is true.
+
+class ReferenceConfig(_Section):
+    """Where the reference comes from, and how accurate it must be for accuracy figures to mean
+    something.
+
+    The reference stage certifies a built-in solver's solution by solving again at doubled
+    resolution (`est_rel_error`). Above `warn_above` it warns and the report marks every accuracy
+    figure as limited by the reference; above `fail_above` it fails unless `allow_inaccurate` is
+    true. With `file`, the reference is read from that file instead (`pinn.reference.files`: .npz,
+    .mat, COMSOL/PINNacle text; relative to the project root); it is not certified here: its error
+    is what the file states (`est_rel_error`, then checked like a solver's) or unknown (not
+    checked). The gate reads the file before any stage runs.
     """
 
     warn_above: float = Field(1e-6, gt=0)
     fail_above: float = Field(1e-2, gt=0)
     allow_inaccurate: StrictBool = False
+    #: a reference solution from this file instead of the built-in solver (null: the solver)
+    file: Optional[str] = None
+    #: the file's names for the arrays (or text columns) the reader looks for, when they differ:
+    #: {name the pipeline uses: name in the file}, e.g. {u: usol, t: tt} (names: the problem's
+    #: inputs and fields, `points`, `est_rel_error`)
+    keys: dict[str, str] = Field(default_factory=dict)
+    #: a text file's column names, in order (for a file whose header does not name them)
+    columns: Optional[list[str]] = None
 
     @model_validator(mode="after")
     def _order(self):
         if self.warn_above > self.fail_above:
             raise ValueError(f"warn_above = {self.warn_above}: must be <= fail_above ({self.fail_above})")
         return self
+
+    @field_validator("file")
+    @classmethod
+    def _format(cls, v):
+        if v is not None:
+            if not v.strip():
+                raise ValueError("must be a file path (or null: the built-in solver)")
+            if not v.lower().endswith(REFERENCE_FILE_SUFFIXES):
+                raise ValueError(f"unsupported format (the file must end in "
+                                 f"{', '.join(REFERENCE_FILE_SUFFIXES)})")
+        return v
+
+    @field_validator("columns")
+    @classmethod
+    def _names(cls, v):
+        if v is not None:
+            if not v or not all(isinstance(n, str) and n.strip() for n in v):
+                raise ValueError("must be a non-empty list of column names")
+            repeated = sorted({n for n in v if v.count(n) > 1})
+            if repeated:
+                raise ValueError(f"names {', '.join(repeated)} more than once")
+        return v
 
 
 class EvaluateConfig(_Section):
@@ -417,6 +456,11 @@ class Params(_Section):
                 raise ValueError(f"balancing.weights.{name} = {self.balancing.weights[name]}: not a "
                                  f"loss term of {self.problem.identifier} (its terms: "
                                  f"{', '.join(problem.term_names(False))})")
+        names = (*problem.input_names, *problem.fields, "points", "est_rel_error")
+        for name, value in self.reference.keys.items():
+            if name not in names:
+                raise ValueError(f"reference.keys.{name} = {value!r}: not a name the reference "
+                                 f"reader looks for (names: {', '.join(names)})")
         if self.balancing.causal.enabled and problem.steady:
             raise ValueError("balancing.causal.enabled = True: the problem is steady (no time "
                              "axis to weight causally)")

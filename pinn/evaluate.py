@@ -1,7 +1,9 @@
-"""Accuracy of a network against a certified reference solution, on the reference's full grid.
+"""Accuracy of a network against a reference solution, on the reference's full grid or at its
+scattered points.
 
-relative L2 = ||u_θ − u_ref||₂ / ||u_ref||₂ over every (t, x[, y]) node of the reference grid
-(divided by the *reference's* norm), max-abs = max |u_θ − u_ref|.
+relative L2 = ||u_θ − u_ref||₂ / ||u_ref||₂ over every (t, x[, y]) node of the reference grid, or
+every point of a scattered reference (divided by the *reference's* norm), max-abs =
+max |u_θ − u_ref|.
 """
 
 from __future__ import annotations
@@ -28,10 +30,9 @@ class Accuracy:
 
 
 def grid_points(reference) -> np.ndarray:
-    """All nodes of the reference grid as `(N, d)` points, time first, in `u.ravel()` order."""
-    axes = [reference.t, reference.x] + ([reference.y] if reference.y is not None else [])
-    mesh = np.meshgrid(*axes, indexing="ij")
-    return np.stack([m.ravel() for m in mesh], axis=-1)
+    """All nodes of the reference grid as `(N, d)` points, time first, in `u.ravel()` order; or
+    the reference's scattered points (`Reference.points`)."""
+    return reference.points()
 
 
 def predict_on_grid(
@@ -41,7 +42,8 @@ def predict_on_grid(
     dtype=jnp.float32,
     chunk: int = 65536,
 ) -> np.ndarray:
-    """Evaluate the field `u: (N, d) -> (N,)` on the reference grid in chunks (bounded memory)."""
+    """Evaluate the field `u: (N, d) -> (N,)` on the reference grid (or at its scattered points)
+    in chunks (bounded memory); shaped like the reference's `u`."""
     points = grid_points(reference)
     f = jax.jit(u)
     out = []

@@ -2,8 +2,10 @@
 
 Inputs (paths given to `build_report`; every figure whose input is missing is skipped with a note):
 
-    reference.npz                      t, x[, y], u[t, x(, y)], est_rel_error
+    reference.npz                      t, x[, y], u[t, x(, y)], est_rel_error (or scattered:
+                                       points (N, d), columns, u (N,)); source (a file's)
     errors.npz                         prediction, error (= prediction − reference), t, x[, y]
+                                       (or points, columns)
     metrics.json                       problem, rel_l2, max_abs, reference_est_rel_error, ...
     <train_dir>/<level>/history.csv    per-level training log: `step` (global), `level_step`,
                                        `loss` (Adam minibatch loss), `rel_l2`, `wall_s` (from the
@@ -105,6 +107,17 @@ class _Grid:
     reference: np.ndarray | None  # u_ref[t, x(, y)]
     prediction: np.ndarray | None
     error: np.ndarray | None  # prediction − reference
+
+
+@dataclass
+class _Points:
+    """Prediction and error at the scattered points of a reference read from a file."""
+
+    points: np.ndarray  # (N, d)
+    columns: tuple[str, ...]
+    reference: np.ndarray | None  # u_ref (N,)
+    prediction: np.ndarray
+    error: np.ndarray
 
 
 def _load_npz(path: Path, required: Sequence[str]) -> dict[str, np.ndarray]:
@@ -715,15 +728,19 @@ class _Report:
         self.lines += [f"![{alt}]({name})", "", caption, ""]
 
 
-def _load_grid(inputs: ReportInputs, notes: list[str]) -> _Grid | None:
-    ref = _load_npz(inputs.reference, ("t", "x", "u")) if inputs.reference.exists() else None
-    err = (_load_npz(inputs.errors, ("prediction", "error", "t", "x"))
-           if inputs.errors.exists() else None)
+def _load_grid(inputs: ReportInputs, notes: list[str]) -> _Grid | _Points | None:
+    ref = _load_npz(inputs.reference, ("u",)) if inputs.reference.exists() else None
+    err = (_load_npz(inputs.errors, ("prediction", "error")) if inputs.errors.exists() else None)
     if ref is None:
         notes.append(_not_found(inputs, inputs.reference, "no reference solution is shown"))
     if err is None:
         notes.append(_not_found(inputs, inputs.errors, "no prediction or error map"))
         return None
+    if "points" in err:
+        return _load_points(inputs, ref, err)
+    missing = [k for k in ("t", "x") if k not in err]
+    if missing:
+        raise UserError(f"{inputs.errors}: missing array(s) {', '.join(missing)} (or points)")
     if err["prediction"].shape != err["error"].shape:
         raise UserError(f"{inputs.errors}: prediction {err['prediction'].shape} and error "
                         f"{err['error'].shape} differ in shape")
@@ -740,6 +757,61 @@ def _load_grid(inputs: ReportInputs, notes: list[str]) -> _Grid | None:
                         f"axes {want}")
     return _Grid(t=err["t"], x=err["x"], y=y, reference=reference,
                  prediction=err["prediction"], error=err["error"])
+
+
+def _load_points(inputs: ReportInputs, ref: dict | None, err: dict) -> _Points:
+    points, error = err["points"], err["error"]
+    if points.ndim != 2 or error.shape != (len(points),) or err["prediction"].shape != error.shape:
+        raise UserError(f"{inputs.errors}: points {points.shape}, prediction "
+                        f"{err['prediction'].shape} and error {error.shape} do not match")
+    columns = tuple(str(c) for c in err.get("columns", [f"z{i}" for i in range(points.shape[1])]))
+    if len(columns) != points.shape[1]:
+        raise UserError(f"{inputs.errors}: {len(columns)} columns for points {points.shape}")
+    reference = None
+    if ref is not None:
+        if ref["u"].shape != error.shape:
+            raise UserError(f"{inputs.errors}: error shape {error.shape} does not match "
+                            f"the reference's u {ref['u'].shape} ({inputs.reference})")
+        reference = ref["u"]
+    return _Points(points=points, columns=columns, reference=reference,
+                   prediction=err["prediction"], error=error)
+
+
+def _fig_error_points(pts: _Points, path: Path, dpi: int, title: str) -> str:
+    """|error| at scattered points: against the coordinate (one input), else one scatter per
+    pair of consecutive input columns (at most three), largest errors drawn on top."""
+    norm = error_norm(pts.error)
+    err = np.abs(pts.error)
+    n, d = pts.points.shape
+    label = "|prediction − reference| (log scale)"
+    if d == 1:
+        fig, axes = _figure(1, 1, (6.0, 3.6), f"{title}: pointwise error")
+        ax = axes[0][0]
+        order = np.argsort(pts.points[:, 0], kind="stable")
+        ax.plot(pts.points[order, 0], _positive(err[order]), "k.", ms=3)
+        ax.set_yscale("log")
+        ax.set_xlabel(pts.columns[0])
+        ax.set_ylabel(label)
+        ax.grid(True, which="major", alpha=0.3)
+        _save(fig, path, dpi)
+        return f"|prediction − reference| at the reference's {n} scattered points."
+    pairs = [(i, i + 1) for i in range(min(d - 1, 3))]
+    order = np.argsort(err, kind="stable")  # largest on top
+    size = float(np.clip(20000.0 / n, 0.5, 20.0))
+    fig, axes = _figure(1, len(pairs), (4.2, 3.6), f"{title}: pointwise error")
+    for ax, (i, j) in zip(axes[0], pairs):
+        sc = ax.scatter(pts.points[order, i], pts.points[order, j],
+                        c=_for_log_scale(err[order], norm), norm=norm, cmap=_error_cmap(), s=size,
+                        linewidths=0, rasterized=True)
+        ax.set_xlabel(pts.columns[i])
+        ax.set_ylabel(pts.columns[j])
+    fig.colorbar(sc, ax=axes[0].tolist(), extend="min", label=label)
+    decades = f"{math.log10(norm.vmax / norm.vmin):.1f}" if getattr(norm, "vmin", 0) else "n/a"
+    planes = " and ".join(f"({pts.columns[i]}, {pts.columns[j]})" for i, j in pairs)
+    _save(fig, path, dpi)
+    return (f"|prediction − reference| at the reference's {n} scattered points, drawn over "
+            f"{planes}{' (projected)' if d > 2 else ''}, largest errors on top; log colour scale "
+            f"over {decades} decades below the maximum {norm.vmax:.2e}.")
 
 
 def write_report(
@@ -814,8 +886,13 @@ def _build(inputs: ReportInputs, out: Path, *, title: str, dpi: int,
 
     problem = str(metrics.get("problem", problem))
     est = _float(metrics.get("reference_est_rel_error"))
-    if est is None and inputs.reference.exists():
-        est = _float(_load_npz(inputs.reference, ("est_rel_error",))["est_rel_error"])
+    reference_file = None  # the file a reference was read from (not certified here)
+    if inputs.reference.exists():
+        stored = _load_npz(inputs.reference, ("est_rel_error",) if est is None else ())
+        if est is None:
+            est = _float(stored["est_rel_error"])
+        if "source" in stored:
+            reference_file = str(stored["source"])
     if refine is not None and "method" in refine and len(refine):
         refine_method = str(refine["method"].iloc[0])
     refine_phase = next((p for p in run if p.kind == "refine"), None)
@@ -835,11 +912,19 @@ def _build(inputs: ReportInputs, out: Path, *, title: str, dpi: int,
         md += [f"> **Accuracy limited by the reference:** its estimated relative error is {fmt(est)} "
                "(above `reference.warn_above`); errors at or below that level say nothing about "
                "the network.", ""]
+    if reference_file is not None:
+        stated = (f"its error as the file states it: {fmt(est)}" if est is not None
+                  else "its error is unknown")
+        md += [f"> **Reference from a file:** `{reference_file}`, not certified here (no "
+               f"self-convergence check; {stated}). Accuracy figures are relative to that data.",
+               ""]
     md += _table(["quantity", "value"], [
         ["problem", problem],
         ["rel L2 error", fmt(_float(metrics.get("rel_l2"))) + mark],
         ["max abs error", fmt(_float(metrics.get("max_abs"))) + mark],
-        ["reference est. rel. error", fmt(est)],
+        ["reference est. rel. error",
+         fmt(est) if reference_file is None else
+         ("unknown" if est is None else f"{fmt(est)} (stated by the file)")],
         ["Adam steps", fmt(steps)],
         ["refinement iterations", fmt(iterations)],
         ["total steps + iterations",
@@ -890,13 +975,19 @@ def _build(inputs: ReportInputs, out: Path, *, title: str, dpi: int,
     # -- solution and error
     md += ["## Solution snapshots", ""]
     md += [n + "\n" for n in grid_notes]
-    if grid is not None and grid.reference is not None:
+    if isinstance(grid, _Points):
+        md += [f"*Not drawn: the reference is {len(grid.points)} scattered points, not a grid; "
+               "snapshots at fixed times need a grid.*", ""]
+    elif grid is not None and grid.reference is not None:
         rep.figure("snapshots.png", "solution snapshots",
                    lambda p: _fig_snapshots(grid, snapshot_times, p, dpi, title))
     else:
         md += ["*Not available: the snapshots need both the reference and the prediction.*", ""]
     md += ["## Error map", ""]
-    if grid is not None:
+    if isinstance(grid, _Points):
+        rep.figure("error_map.png", "pointwise error",
+                   lambda p: _fig_error_points(grid, p, dpi, title))
+    elif grid is not None:
         rep.figure("error_map.png", "error map",
                    lambda p: _fig_error_map(grid, snapshot_times, p, dpi, title))
     else:

@@ -171,6 +171,13 @@ def _reference_bypassing_make_problem(cfg: Params):
     return PROBLEMS[cfg.problem.name](**cfg.problem.coefficients).reference(progress=False)
 
 
+def _reference_file(cfg: Params):
+    """The reference stage's read of `reference.file` (the gate reads it first)."""
+    from pinn.stages.common import read_reference_file
+
+    return read_reference_file(cfg)
+
+
 def _ac1d_reference(modes: int) -> Trigger:
     """The Allen–Cahn 1D reference solver at reduced resolution (the stage uses the default)."""
 
@@ -262,6 +269,9 @@ def _resolve_setup(cfg: Params):
 
 GEOMETRY = "the problem class's fixed box (lower < upper, one entry per input column)"
 FILES = "a damaged or missing input file: one line naming the file (stages turn it into a UserError)"
+REFERENCE_FILE = ("the contents of the file reference.file names: the gate reads it whole first "
+                  "(check_reference_file; one line naming reference.file and the file, "
+                  "tests/test_reference_files.py)")
 
 SITES: dict[Site, Gate | Internal | Input] = {
     # --- balancing
@@ -328,6 +338,54 @@ SITES: dict[Site, Gate | Internal | Input] = {
     Site("pinn/reference/solution.py", "Reference.load", "not an .npz archive"): Input(FILES),
     Site("pinn/reference/solution.py", "Reference.load", "est_rel_error"): Input(FILES),
     Site("pinn/reference/solution.py", "Reference.load", "u"): Input(FILES),
+    Site("pinn/reference/solution.py", "Reference.load", "columns"): Input(FILES),
+    Site("pinn/reference/solution.py", "Reference.__post_init__", "est_rel_error is required (Non"):
+        Internal("the solvers always estimate their error; only a file's reference may not"),
+    Site("pinn/reference/solution.py", "Reference.__post_init__", "field names must be non-empty "):
+        Input(REFERENCE_FILE),
+    Site("pinn/reference/solution.py", "Reference.__post_init__", "field "):
+        Internal("the file reader checks every field's shape and values first"),
+    Site("pinn/reference/solution.py", "_check_scattered", "scattered points: t, x and y m"):
+        Internal("Reference.at_points passes no axes"),
+    Site("pinn/reference/solution.py", "_check_scattered", "points must have shape (N > 0,"):
+        Internal("the file reader checks the points' shape first"),
+    Site("pinn/reference/solution.py", "_check_scattered", "columns must be distinct non-e"):
+        Internal("the columns are the problem's input names"),
+    Site("pinn/reference/solution.py", "_check_scattered", "points contains non-finite val"):
+        Internal("the file reader rejects non-finite values first, naming the file"),
+    # a reference from a file: every problem with its contents is one line naming the key and file
+    Site("pinn/reference/files.py", "read_reference", "reference.file = "):
+        Gate({"reference": {"file": "no/such/reference.npz"}}, "reference.file", _reference_file),
+    Site("pinn/reference/files.py", "_read", "unsupported format "):
+        Internal("the schema accepts only the suffixes the reader reads (tests/test_reference_files.py)"),
+    Site("pinn/reference/files.py", "_read", ""): Input(REFERENCE_FILE),
+    Site("pinn/reference/files.py", "_read_npz", "not an .npz archive (a single "):
+        Input(REFERENCE_FILE),
+    Site("pinn/reference/files.py", "_read_npz", "not a readable .npz file ("): Input(REFERENCE_FILE),
+    Site("pinn/reference/files.py", "_read_mat", "a MATLAB v7.3 (HDF5) file, whi"):
+        Input(REFERENCE_FILE),
+    Site("pinn/reference/files.py", "_read_mat", "not a readable .mat file ("): Input(REFERENCE_FILE),
+    Site("pinn/reference/files.py", "_numeric", "array "): Input(REFERENCE_FILE),
+    Site("pinn/reference/files.py", "_vector", "array "): Input(REFERENCE_FILE),
+    Site("pinn/reference/files.py", "_from_arrays", ""): Input(REFERENCE_FILE),
+    Site("pinn/reference/files.py", "_from_arrays", "array "): Input(REFERENCE_FILE),
+    Site("pinn/reference/files.py", "_from_arrays.get", "array "): Input(REFERENCE_FILE),
+    Site("pinn/reference/files.py", "_stated_error", "array "): Input(REFERENCE_FILE),
+    Site("pinn/reference/files.py", "_read_text", ""): Input(REFERENCE_FILE),
+    Site("pinn/reference/files.py", "_read_text", "not a readable text file ("): Input(REFERENCE_FILE),
+    Site("pinn/reference/files.py", "_read_text", "no data rows (only header line"):
+        Input(REFERENCE_FILE),
+    Site("pinn/reference/files.py", "_read_text", "data rows are not a table of n"):
+        Input(REFERENCE_FILE),
+    Site("pinn/reference/files.py", "_read_text", "reference.columns names "): Input(REFERENCE_FILE),
+    Site("pinn/reference/files.py", "_float", ""): Input(REFERENCE_FILE),
+    Site("pinn/reference/files.py", "_unique", ""): Input(REFERENCE_FILE),
+    Site("pinn/reference/files.py", "_find_inputs", ""): Input(REFERENCE_FILE),
+    Site("pinn/reference/files.py", "_main_field", ""): Input(REFERENCE_FILE),
+    Site("pinn/reference/files.py", "_wide", "its columns hold values at tim"): Input(REFERENCE_FILE),
+    Site("pinn/reference/files.py", "_wide", "column "): Input(REFERENCE_FILE),
+    Site("pinn/reference/files.py", "_wide", "field "): Input(REFERENCE_FILE),
+    Site("pinn/reference/files.py", "_wide", "columns "): Input(REFERENCE_FILE),
     Site("pinn/reference/spectral.py", "_check_times", "t must be a non-empty 1-d arra"):
         Internal("the stages use the solver's default output times"),
     Site("pinn/reference/spectral.py", "_check_times", "t must be finite, strictly inc"):
@@ -433,6 +491,7 @@ SITES: dict[Site, Gate | Internal | Input] = {
     Site("pinn/report.py", "_load_json", ""): Input(FILES),
     Site("pinn/report.py", "_load_csv", ""): Input(FILES),
     Site("pinn/report.py", "_load_grid", ""): Input(FILES),
+    Site("pinn/report.py", "_load_points", ""): Input(FILES),
     Site("pinn/report.py", "_build", ""): Input(FILES),
     Site("pinn/stages/common.py", "invoke", ""):
         Internal("a stage's typer exit status inside the in-process runner"),
@@ -450,6 +509,10 @@ SITES: dict[Site, Gate | Internal | Input] = {
         Internal("the stages pass a bool; a mode string comes from code, not params"),
     Site("pinn/stages/gate.py", "check_feasible", ""):
         Internal("re-raises check_dense_size's error (its own site above) with the file name"),
+    Site("pinn/stages/gate.py", "check_reference_file", ""):
+        Internal("re-raises read_reference's error (its own site above) with the file name"),
+    Site("pinn/stages/reference.py", "main", ""):
+        Input("re-raises read_reference's error (" + REFERENCE_FILE + ")"),
     Site("pinn/stages/reference.py", "main", "reference "):
         Input("the solved reference's own error estimate is above reference.fail_above: known "
               "only after solving; one line naming the key, nothing written"),

@@ -187,8 +187,11 @@ def test_the_alternative_changes_every_key_that_stages_read():
     base = dict(_leaves(load_params(TINY).model_dump()))
     alternative = dict(_leaves(validate_params(ALTERNATIVE, source="alternative").model_dump()))
     same = {k for k, v in alternative.items() if base.get(k) == v}
-    # problem.target: None in both (built-in problems; a target is the problem, as name is)
-    assert same == {"problem.name", "problem.target", "multilevel.num_levels", "multilevel.levels.level0.init_from",
+    # problem.target: None in both (built-in problems; a target is the problem, as name is);
+    # reference.file, .keys, .columns: unset in both (a reference file is the reference, read
+    # only by the reference stage, which declares `reference`: tests/test_reference_files.py)
+    assert same == {"problem.name", "problem.target", "reference.file", "reference.keys",
+                    "reference.columns", "multilevel.num_levels", "multilevel.levels.level0.init_from",
                     "multilevel.levels.level1.init_from", "distributed.coordinator_address",
                     "distributed.num_processes", "distributed.process_id"}
 

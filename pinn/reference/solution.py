@@ -1,11 +1,20 @@
-"""The `Reference` container: a certified reference solution on a tensor grid, stored as `.npz`.
+"""The `Reference` container: a reference solution on a tensor grid or at scattered points, stored
+as `.npz`.
 
 File format (a plain, pickle-free `.npz`, readable with `numpy.load(path, allow_pickle=False)`):
 
-- `t (Nt,)`, `x (Nx,)`, `y (Ny,)` (2D problems only) — float64 grid axes;
-- `u (Nt, Nx)` or `(Nt, Nx, Ny)` — float64 solution indexed `[t, x(, y)]`;
-- `est_rel_error` — 0-d float64, the self-certified relative L2 error estimate;
-- `meta_<name>` — 0-d numeric arrays describing the solve (modes, dt, quadrature nodes, ...).
+- a grid: `t (Nt,)`, `x (Nx,)`, `y (Ny,)` (2D problems only) — float64 grid axes, and
+  `u (Nt, Nx)` or `(Nt, Nx, Ny)` — float64 solution indexed `[t, x(, y)]`;
+- or scattered points: `points (N, d)` — float64, columns named by `columns (d,)` (a string
+  array: the problem's input names, in its column order), and `u (N,)`;
+- `est_rel_error` — 0-d float64, the relative L2 error estimate: self-certified by a built-in
+  solver; for a reference read from a file (`source`), the estimate the file states, or NaN when
+  it states none (unknown: `est_rel_error` is then None in Python);
+- `meta_<name>` — 0-d numeric arrays describing the solve (modes, dt, quadrature nodes, ...);
+- `field_<name>` — further fields of a reference read from a file, each of `u`'s shape (stored,
+  not evaluated: the pipeline evaluates `u`);
+- `source` — 0-d string, only for a reference read from a file (`pinn.reference.files`): that
+  file's path. Such a reference is *not certified* here (no self-convergence check).
 
 `save` is atomic (temporary file in the target directory, then `os.replace`) and byte-for-byte
 deterministic (fixed zip timestamps, keys in sorted order): identical solves give identical files.
@@ -24,6 +33,9 @@ import numpy as np
 from pinn.io import save_npz
 
 META_PREFIX = "meta_"
+FIELD_PREFIX = "field_"
+#: the string members of a reference file (everything else is numeric)
+_STRINGS = ("columns", "source")
 
 
 def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
@@ -49,37 +61,81 @@ def _as_axis(name: str, value: Any) -> np.ndarray:
     return arr
 
 
+def _check_scattered(ref: "Reference") -> None:
+    set_ = object.__setattr__
+    if ref.t is not None or ref.x is not None or ref.y is not None:
+        raise ValueError("scattered points: t, x and y must be None (the columns are `columns`)")
+    points = np.asarray(ref.scattered, dtype=np.float64)
+    columns = tuple(str(c) for c in ref.columns)
+    if points.ndim != 2 or points.shape[0] == 0 or points.shape[1] != len(columns):
+        raise ValueError(f"points must have shape (N > 0, {len(columns)}) for columns "
+                         f"{columns}, got {points.shape}")
+    if len(set(columns)) != len(columns) or not all(columns):
+        raise ValueError(f"columns must be distinct non-empty names, got {columns}")
+    if not np.all(np.isfinite(points)):
+        raise ValueError("points contains non-finite values")
+    set_(ref, "scattered", points)
+    set_(ref, "columns", columns)
+
+
 @dataclass(frozen=True, eq=False)
 class Reference:
-    """Reference solution `u[t, x(, y)]` on the tensor grid `t × x (× y)` (float64).
+    """Reference solution `u[t, x(, y)]` on the tensor grid `t × x (× y)` (float64), or `u (N,)`
+    at scattered points `scattered (N, d)` whose columns are named `columns` (then `t`, `x`, `y`
+    are None; build it with `Reference.at_points`).
 
     `est_rel_error` is the relative L2 difference (over the whole grid) between this solution and
     an independent solve at half the resolution; `meta` maps str -> number (solver settings).
+    A reference read from a file (`source`: its path) is not certified here: `est_rel_error` is
+    what the file states, or None (unknown). `fields` holds a file's further fields (by name, each
+    of `u`'s shape); the pipeline evaluates `u`.
     """
 
-    t: np.ndarray
-    x: np.ndarray
+    t: np.ndarray | None
+    x: np.ndarray | None
     y: np.ndarray | None
     u: np.ndarray
-    est_rel_error: float
+    est_rel_error: float | None
     meta: dict[str, float | int] = field(default_factory=dict)
+    scattered: np.ndarray | None = None
+    columns: tuple[str, ...] = ()
+    fields: dict[str, np.ndarray] = field(default_factory=dict)
+    source: str = ""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        set_(self, "t", _as_axis("t", self.t))
-        set_(self, "x", _as_axis("x", self.x))
-        if self.y is not None:
-            set_(self, "y", _as_axis("y", self.y))
+        if self.scattered is None:
+            set_(self, "t", _as_axis("t", self.t))
+            set_(self, "x", _as_axis("x", self.x))
+            if self.y is not None:
+                set_(self, "y", _as_axis("y", self.y))
+        else:
+            _check_scattered(self)
         u = np.asarray(self.u, dtype=np.float64)
         if u.shape != self.shape:
-            raise ValueError(f"u must have shape {self.shape} (t, x[, y]), got {u.shape}")
+            names = ", ".join(self.input_names) if self.scattered is None else "points"
+            raise ValueError(f"u must have shape {self.shape} ({names}), got {u.shape}")
         if not np.all(np.isfinite(u)):
             raise ValueError("u contains non-finite values")
         set_(self, "u", u)
-        err = float(self.est_rel_error)
-        if not np.isfinite(err) or err < 0:
-            raise ValueError(f"est_rel_error must be finite and >= 0, got {err}")
-        set_(self, "est_rel_error", err)
+        if self.est_rel_error is None and not self.source:
+            raise ValueError("est_rel_error is required (None, unknown, only for a reference "
+                             "read from a file)")
+        if self.est_rel_error is not None:
+            err = float(self.est_rel_error)
+            if not np.isfinite(err) or err < 0:
+                raise ValueError(f"est_rel_error must be finite and >= 0, got {err}")
+            set_(self, "est_rel_error", err)
+        fields: dict[str, np.ndarray] = {}
+        for key, value in dict(self.fields).items():
+            arr = np.asarray(value, dtype=np.float64)
+            if not isinstance(key, str) or not key or key == "u":
+                raise ValueError(f"field names must be non-empty strings other than 'u', got {key!r}")
+            if arr.shape != u.shape or not np.all(np.isfinite(arr)):
+                raise ValueError(f"field {key!r} must be finite with u's shape {u.shape}")
+            fields[key] = arr
+        set_(self, "fields", fields)
+        set_(self, "source", str(self.source))
         meta: dict[str, float | int] = {}
         for key, value in dict(self.meta).items():
             if not isinstance(key, str) or not key:
@@ -90,19 +146,45 @@ class Reference:
             meta[key] = arr.item()
         set_(self, "meta", meta)
 
+    @classmethod
+    def at_points(cls, points: Any, columns: tuple[str, ...], u: Any, est_rel_error: float | None,
+                  **kwargs: Any) -> "Reference":
+        """A reference `u (N,)` at scattered points `points (N, d)` with columns `columns`."""
+        return cls(t=None, x=None, y=None, u=u, est_rel_error=est_rel_error,
+                   scattered=points, columns=tuple(columns), **kwargs)
+
+    @property
+    def is_grid(self) -> bool:
+        """True on a tensor grid `t × x (× y)`, False at scattered points."""
+        return self.scattered is None
+
+    @property
+    def certified(self) -> bool:
+        """True when computed and self-certified here (a built-in solver or an exact solution);
+        False for a reference read from a file (`source`)."""
+        return not self.source
+
     @property
     def shape(self) -> tuple[int, ...]:
-        """Grid shape `(Nt, Nx)` or `(Nt, Nx, Ny)`."""
+        """Grid shape `(Nt, Nx)` or `(Nt, Nx, Ny)`; `(N,)` at scattered points."""
+        if self.scattered is not None:
+            return (len(self.scattered),)
         axes = (self.t, self.x) if self.y is None else (self.t, self.x, self.y)
         return tuple(a.size for a in axes)
 
     @property
     def input_names(self) -> tuple[str, ...]:
-        """Column order of `points()`: `("t", "x")` or `("t", "x", "y")` (time first)."""
+        """Column order of `points()`: `("t", "x")` or `("t", "x", "y")` (time first) on a grid;
+        `columns` at scattered points."""
+        if self.scattered is not None:
+            return self.columns
         return ("t", "x") if self.y is None else ("t", "x", "y")
 
     def points(self) -> np.ndarray:
-        """All grid points as `(N, d)` (time first), in the C order of `u.reshape(-1)`."""
+        """All grid points as `(N, d)` (time first), in the C order of `u.reshape(-1)`; or the
+        scattered points."""
+        if self.scattered is not None:
+            return self.scattered.copy()
         axes = (self.t, self.x) if self.y is None else (self.t, self.x, self.y)
         mesh = np.meshgrid(*axes, indexing="ij")
         return np.stack([m.reshape(-1) for m in mesh], axis=-1)
@@ -110,12 +192,22 @@ class Reference:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write an `.npz` atomically: a temp file in the same directory, then `os.replace`."""
         path = Path(path)
-        arrays: dict[str, np.ndarray] = {"t": self.t, "x": self.x, "u": self.u}
-        if self.y is not None:
-            arrays["y"] = self.y
-        arrays["est_rel_error"] = np.asarray(self.est_rel_error, dtype=np.float64)
+        arrays: dict[str, np.ndarray] = {"u": self.u}
+        if self.scattered is None:
+            arrays.update(t=self.t, x=self.x)
+            if self.y is not None:
+                arrays["y"] = self.y
+        else:
+            arrays["points"] = self.scattered
+            arrays["columns"] = np.asarray(self.columns, dtype=np.str_)
+        error = math.nan if self.est_rel_error is None else self.est_rel_error
+        arrays["est_rel_error"] = np.asarray(error, dtype=np.float64)
         for key, value in self.meta.items():
             arrays[META_PREFIX + key] = np.asarray(value)
+        for key, value in self.fields.items():
+            arrays[FIELD_PREFIX + key] = value
+        if self.source:
+            arrays["source"] = np.asarray(self.source, dtype=np.str_)
         save_npz(path, arrays)
 
     @classmethod
@@ -140,11 +232,16 @@ class Reference:
         def bad(key: str, why: str) -> ValueError:
             return ValueError(f"{str(path)!r} is not a valid reference file: key {key!r} {why}")
 
-        for key in ("t", "x", "u", "est_rel_error"):
+        scattered = "points" in contents
+        required = ("points", "columns", "u") if scattered else ("t", "x", "u")
+        for key in required + ("est_rel_error",):
             if key not in contents:
                 raise bad(key, f"is missing (found keys {sorted(contents)})")
         for key, arr in contents.items():
-            if arr.dtype.kind not in "biuf":
+            if key in _STRINGS:
+                if arr.dtype.kind != "U":
+                    raise bad(key, f"must be a string array, got dtype {arr.dtype}")
+            elif arr.dtype.kind not in "biuf":
                 raise bad(key, f"has non-numeric dtype {arr.dtype}")
         for key in ("t", "x", "y"):
             if key in contents and (contents[key].ndim != 1 or contents[key].size == 0):
@@ -152,28 +249,41 @@ class Reference:
         if contents["est_rel_error"].ndim != 0:
             raise bad("est_rel_error", f"must be 0-d, got shape {contents['est_rel_error'].shape}")
         y = contents.get("y")
-        expected = (contents["t"].size, contents["x"].size) + (() if y is None else (y.size,))
-        if contents["u"].shape != expected:
-            raise bad("u", f"has shape {contents['u'].shape}, expected {expected} from t, x(, y)")
-        meta = {}
+        if scattered:
+            if contents["columns"].ndim != 1:
+                raise bad("columns", f"must be 1-d, got shape {contents['columns'].shape}")
+            expected = (len(contents["points"]),)
+            if contents["u"].shape != expected:
+                raise bad("u", f"has shape {contents['u'].shape}, expected {expected} from points")
+        else:
+            expected = (contents["t"].size, contents["x"].size) + (() if y is None else (y.size,))
+            if contents["u"].shape != expected:
+                raise bad("u", f"has shape {contents['u'].shape}, expected {expected} from t, x(, y)")
+        meta, fields = {}, {}
+        known = {"u", "est_rel_error", "source"} | (
+            {"points", "columns"} if scattered else {"t", "x", "y"})
         for key, arr in contents.items():
             if key.startswith(META_PREFIX):
                 if arr.ndim != 0:
                     raise bad(key, f"must be 0-d, got shape {arr.shape}")
                 meta[key[len(META_PREFIX):]] = arr.item()
-            elif key not in ("t", "x", "y", "u", "est_rel_error"):
+            elif key.startswith(FIELD_PREFIX):
+                if arr.shape != contents["u"].shape:
+                    raise bad(key, f"has shape {arr.shape}, expected u's {contents['u'].shape}")
+                fields[key[len(FIELD_PREFIX):]] = arr
+            elif key not in known:
                 raise bad(key, "is unexpected")
+        error = float(contents["est_rel_error"])
+        source = str(contents["source"]) if "source" in contents else ""
+        common = dict(u=contents["u"], est_rel_error=None if math.isnan(error) and source else error,
+                      meta=meta, fields=fields, source=source)
         try:
-            return cls(
-                t=contents["t"],
-                x=contents["x"],
-                y=y,
-                u=contents["u"],
-                est_rel_error=float(contents["est_rel_error"]),
-                meta=meta,
-            )
+            if scattered:
+                return cls.at_points(contents["points"], tuple(str(c) for c in contents["columns"]),
+                                     **common)
+            return cls(t=contents["t"], x=contents["x"], y=y, **common)
         except ValueError as exc:
             raise ValueError(f"{str(path)!r} is not a valid reference file: {exc}") from exc
 
 
-__all__ = ["Reference", "rel_l2", "META_PREFIX"]
+__all__ = ["Reference", "rel_l2", "META_PREFIX", "FIELD_PREFIX"]

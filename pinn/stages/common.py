@@ -77,6 +77,19 @@ def problem_of(cfg: Params):
     return make_problem(cfg.problem.identifier, **cfg.problem.coefficients)
 
 
+def read_reference_file(cfg: Params):
+    """The reference `reference.file` holds, read for the configured problem
+    (`pinn.reference.files.read_reference`; relative paths from the project root): what the
+    reference stage stores, and what the gate checks. Raises `ValueError` naming `reference.file`
+    and the file."""
+    from pinn.reference.files import read_reference
+
+    problem = problem_of(cfg)
+    ref = cfg.reference
+    return read_reference(ref.file, problem.input_names, field=problem.fields[0],
+                          time=problem.box.time, keys=ref.keys, columns=ref.columns)
+
+
 def require(path: Path, made_by: str) -> Path:
     if not Path(path).exists():
         raise UserError(f"{path}: missing (run the {made_by} stage first)")

@@ -1,8 +1,10 @@
-"""Stage `evaluate`: accuracy of the refined network on the reference's full grid.
+"""Stage `evaluate`: accuracy of the refined network on the reference's full grid (or at the
+scattered points of a reference read from a file).
 
-Outputs: `--metrics` (metrics.json: rel_l2, max_abs, the reference's own error estimate, refinement
-iterations; never NaN — a non-finite prediction fails the stage) and `--errors` (prediction and
-error on the grid, .npz).
+Outputs: `--metrics` (metrics.json: rel_l2, max_abs, the reference's own error estimate — null when
+unknown, for a file that states none — refinement iterations; never NaN — a non-finite prediction
+fails the stage) and `--errors` (prediction and error on the grid with its axes `t`, `x`[, `y`], or
+at the points with `points` and their `columns`, .npz).
 """
 
 from __future__ import annotations
@@ -44,17 +46,21 @@ def main(
             f"evaluate: the network's predictions are not finite (rel_l2 = {acc.rel_l2}); "
             "no metrics written"
         )
+    est = ref.est_rel_error  # None: unknown (a file's reference that states none)
     result = {  # the headline first: `dvc exp show` lists the columns in this order
         "rel_l2": acc.rel_l2,
         "max_abs": acc.max_abs,
         "problem": cfg.problem.identifier,
-        "reference_est_rel_error": float(ref.est_rel_error),
+        "reference_est_rel_error": est,
         # the reference's own error is above reference.warn_above: figures are limited by it
-        "reference_limited": not float(ref.est_rel_error) <= cfg.reference.warn_above,
+        "reference_limited": est is not None and not est <= cfg.reference.warn_above,
     }
     result.update({k: float(v) for k, v in extras.items() if v.shape == ()})
-    grid = {"t": ref.t, "x": ref.x, **({"y": ref.y} if ref.y is not None else {})}
-    io.save_npz(errors, {"prediction": acc.prediction, "error": acc.error, **grid})
+    if ref.is_grid:
+        where = {"t": ref.t, "x": ref.x, **({"y": ref.y} if ref.y is not None else {})}
+    else:
+        where = {"points": ref.points(), "columns": np.asarray(ref.input_names, dtype=np.str_)}
+    io.save_npz(errors, {"prediction": acc.prediction, "error": acc.error, **where})
     io.write_json(metrics, result, sort_keys=False)
     print(f"evaluate: rel L2 {acc.rel_l2:.3e}, max abs {acc.max_abs:.3e} -> {metrics}")
 

@@ -18,7 +18,7 @@ import yaml
 from pinn import io
 from pinn.config import ConfigError, Params
 from pinn.errors import UserError
-from pinn.stages.common import PARAMS, command, read_params
+from pinn.stages.common import PARAMS, command, read_params, read_reference_file
 
 #: the refinement methods with a dense n×n inverse Hessian: `pinn.optim.ssbroyden.VARIANTS`
 #: (tests/test_gate.py checks that the two agree)
@@ -26,11 +26,13 @@ DENSE_REFINE_METHODS = ("bfgs", "ssbfgs", "ssbroyden")
 
 
 def check_feasible(params: Params, source: str = "params.yaml") -> None:
-    """Checks that need the library, not only the schema (`pinn.config` validates that): a dense
-    quasi-Newton refinement whose n×n inverse Hessian is too large for its parameter count
-    (`pinn.optim.check_dense_size`; the memory part needs the device and is checked where the
-    refinement runs). Raises `ConfigError` naming the key. Run by the gate and `pinn check-params`,
-    so the stages' own imports (and code dependencies) stay those of the schema."""
+    """Checks that need the library, not only the schema (`pinn.config` validates that): a
+    reference file (`check_reference_file`), and a dense quasi-Newton refinement whose n×n
+    inverse Hessian is too large for its parameter count (`pinn.optim.check_dense_size`; the
+    memory part needs the device and is checked where the refinement runs). Raises `ConfigError`
+    naming the key. Run by the gate and `pinn check-params`, so the stages' own imports (and code
+    dependencies) stay those of the schema."""
+    check_reference_file(params, source)
     if params.refine.method not in DENSE_REFINE_METHODS:
         return
     import sys
@@ -47,6 +49,33 @@ def check_feasible(params: Params, source: str = "params.yaml") -> None:
         check_dense_size(count_params(split(model)[1]), params.refine.method, memory_bytes=sys.maxsize)
     except UserError as e:
         raise ConfigError(f"{source}: {e}") from None
+
+
+def check_reference_file(params: Params, source: str = "params.yaml") -> None:
+    """`reference.file`, when set, is read whole before any stage runs: a missing or unreadable
+    file, a missing array or column, a shape mismatch, NaNs are one line naming the key and the
+    file (`ConfigError`)."""
+    if params.reference.file is None:
+        return
+    try:
+        read_reference_file(params)
+    except ValueError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def reference_stamp(params: Params) -> str:
+    """What the reference's source is, for DVC: the reference stage depends on this text
+    (`--reference-stamp`), so editing the file of `reference.file` reruns it (and, through its
+    output, what follows) and nothing else does. A built-in solver's code is `pinn/reference`,
+    already a dependency: its stamp is constant (`reference.file` itself is a params key the
+    reference stage declares)."""
+    import hashlib
+
+    if params.reference.file is None:
+        return "built-in reference: its code is pinn/reference, a dependency of the stage\n"
+    path = Path(params.reference.file)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return f"reference.file: {params.reference.file}\nsha256 of {path.as_posix()}: {digest}\n"
 
 
 def problem_stamp(params: Params) -> str:
@@ -106,12 +135,16 @@ def main(
     stamp: Path = typer.Option(..., "--stamp", help="Written (constant content) when valid."),
     problem: Path = typer.Option(None, "--problem-stamp",
                                  help="Written: the problem's code identity (`problem_stamp`)."),
+    reference: Path = typer.Option(None, "--reference-stamp",
+                                   help="Written: the reference file's identity (`reference_stamp`)."),
 ) -> None:
     cfg = read_params(params)
     check_feasible(cfg, str(params))
     check_declared(cfg, params, dvcfile)
     if problem is not None:
         io.write_text(problem, problem_stamp(cfg))
+    if reference is not None:
+        io.write_text(reference, reference_stamp(cfg))
     io.write_text(stamp, "params valid\n")
     print(f"{params}: ok")
 
