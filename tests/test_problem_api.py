@@ -341,8 +341,9 @@ def test_editing_the_users_problem_file_reruns_training(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "my_pde.py").write_text(USER_FILE)
     data = yaml.safe_load(tiny.read_text())
-    # name: null is written (collocation, init and report declare problem.name)
-    data["problem"] = {"name": None, "target": "my_pde.py:Heat", "coefficients": {"kappa": 0.05}}
+    # only the target: stages declare the `problem` section, not problem.name, so the file need
+    # not write `name: null`
+    data["problem"] = {"target": "my_pde.py:Heat", "coefficients": {"kappa": 0.05}}
     (tmp_path / "user.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     root = pipeline.make_project(tmp_path / "project", tmp_path / "user.yaml")
     assert (root / "my_pde.py").read_text() == USER_FILE
