@@ -91,7 +91,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
 
-from flows.pipeline import pipeline, project_root  # first: sets the Prefect defaults
+from flows.pipeline import (  # first: sets the Prefect defaults
+    pipeline, project_root, require_server,
+)
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -107,9 +109,6 @@ DEFAULT_TREND = "benchmarks/regression/trend.png"
 ARTIFACTS = "pinn-regression"
 #: a baseline needs at least this many seeds (its spread is the noise the rules allow for)
 MIN_SEEDS = 3
-#: what `--serve` says when no Prefect server is configured
-NO_SERVER = ("error: --serve needs a running Prefect server: start one with `prefect server start` "
-             "and set PREFECT_API_URL (e.g. export PREFECT_API_URL=http://127.0.0.1:4200/api)")
 
 Kind = Literal["error", "time", "speed", "recorded"]
 #: the kinds a baseline compares, and which way is better
@@ -1040,20 +1039,14 @@ def regression(
                 logger.error("case projects kept for inspection: %s", scratch)
 
 
-def api_url() -> str | None:
-    """The Prefect API this process talks to (`PREFECT_API_URL`); None: an ephemeral server."""
-    from prefect.settings import get_current_settings
-
-    return get_current_settings().api.url or None
-
-
 def serve(cron: str, name: str = "pinn-regression-nightly",
           parameters: dict[str, Any] | None = None) -> None:
     """Serve `regression` as a deployment on a cron schedule (blocks; needs a Prefect server:
     an ephemeral one cannot schedule, so without `PREFECT_API_URL` this raises `RegressionError`
     saying what to start)."""
-    if api_url() is None:
-        raise RegressionError(NO_SERVER.removeprefix("error: "))
+    refusal = require_server()
+    if refusal:
+        raise RegressionError(refusal.removeprefix("error: "))
     regression.serve(name=name, cron=cron, parameters=parameters or {})
 
 
@@ -1063,8 +1056,9 @@ def deploy(pool: str, cron: str, name: str = "pinn-regression-nightly",
     this checkout (a worker of the pool on this machine runs it: `prefect worker start --pool
     <pool>`). Needs a Prefect server (`PREFECT_API_URL`) and the pool (`prefect work-pool create
     <pool> --type process`)."""
-    if api_url() is None:
-        raise RegressionError(NO_SERVER.removeprefix("error: ").replace("--serve", "--deploy"))
+    refusal = require_server("--deploy")
+    if refusal:
+        raise RegressionError(refusal.removeprefix("error: "))
     source = regression.from_source(source=str(project_root()),
                                     entrypoint="flows/regression.py:regression")
     source.deploy(name=name, work_pool_name=pool, cron=cron, parameters=parameters or {})
@@ -1098,9 +1092,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.rerun:
         parameters["rerun"] = False
     if args.serve or args.deploy:
-        if api_url() is None:
-            print(NO_SERVER if args.serve else NO_SERVER.replace("--serve", "--deploy"),
-                  file=sys.stderr)
+        refusal = require_server("--serve" if args.serve else "--deploy")
+        if refusal:
+            print(refusal, file=sys.stderr)
             return 2
         if args.deploy:
             deploy(args.deploy, args.cron, name=args.name, parameters=parameters)
