@@ -1182,6 +1182,7 @@ def write_report(study: Study, project: Project, results: list[Result], out: str
     (build / "report.md").write_text(markdown)
     table.to_csv(build / "values.csv", index=False)
     summary.to_csv(build / "summary.csv", index=False)
+    write_study_meta(study, build, meta)
     os.chmod(build, 0o777 & ~_umask())
     old = out.with_name(f".{out.name}.old")
     if out.exists():
@@ -1190,6 +1191,30 @@ def write_report(study: Study, project: Project, results: list[Result], out: str
     os.rename(build, out)
     shutil.rmtree(old, ignore_errors=True)
     return StudyReport(study.name, out, markdown, figures, table, summary, results, used, meta)
+
+
+#: what a study's results directory says of the study (`pinn.comparison` reads it)
+STUDY_META = "study.json"
+
+
+def write_study_meta(study: Study, out: str | Path, meta: Mapping[str, Any]) -> Path:
+    """`out/study.json`: the study's name, title, file, seeds, variants (the first is the
+    baseline of comparisons), each case's problem (`problem.name` or `problem.target` of its
+    runs) and when it ran: what the pipeline report needs to show this study's results for a
+    run's problem (`pinn.comparison`)."""
+    from pinn import io
+
+    cases: dict[str, str] = {}
+    for run in study.runs:
+        problem = run.params.get("problem", {})
+        cases.setdefault(run.case, problem.get("target") or problem.get("name"))
+    path = Path(out) / STUDY_META
+    io.write_json(path, {
+        "name": study.name, "title": study.title, "study_file": str(meta.get("study_file", "")),
+        "started": meta.get("started"), "finished": meta.get("finished"),
+        "seeds": list(study.spec.seeds), "variants": list(study.spec.variants),
+        "cases": cases, "target": study.spec.target})
+    return path
 
 
 def _umask() -> int:

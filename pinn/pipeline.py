@@ -19,8 +19,9 @@ import sys
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
-#: what a project needs besides its params.yaml: the DAG and the package its stages run
-PROJECT_FILES = ("dvc.yaml", ".dvcignore", "pinn")
+#: what a project needs besides its params.yaml: the DAG, the package its stages run, and the
+#: committed study results the report's comparison of techniques comes from
+PROJECT_FILES = ("dvc.yaml", ".dvcignore", "pinn", "studies/results")
 #: the page `dvc plots show/diff` fill: the `plots_page` stage's output, with the charting
 #: libraries inline so it renders offline (relative to `.dvc/`, as DVC reads the setting)
 PLOTS_PAGE = "../data/plots_page.html"

@@ -825,8 +825,10 @@ def write_report(
     refine_method: str,
     refine_precision: str = "float64",
     sampling_method: str | None = None,
+    appendix: Sequence[str] = (),
 ) -> Path:
     """Build report.md and its PNGs atomically into the directory `out`; return report.md's path.
+    `appendix`: markdown lines added at the end (the comparison of techniques, `pinn.comparison`).
 
     Everything is written into a temporary sibling directory (created like `mkdir`, so with the
     usual permissions) which then replaces `out`.
@@ -840,7 +842,7 @@ def write_report(
     try:
         _build(inputs, tmp, title=title, dpi=dpi, snapshot_times=snapshot_times,
                problem=problem, refine_method=refine_method, refine_precision=refine_precision,
-               sampling_method=sampling_method)
+               sampling_method=sampling_method, appendix=appendix)
         _swap_in(tmp, out)
     finally:
         if tmp.exists():
@@ -863,7 +865,8 @@ def _swap_in(new: Path, dest: Path) -> None:
 
 def _build(inputs: ReportInputs, out: Path, *, title: str, dpi: int,
            snapshot_times: Sequence[float], problem: str, refine_method: str,
-           refine_precision: str, sampling_method: str | None) -> None:
+           refine_precision: str, sampling_method: str | None,
+           appendix: Sequence[str] = ()) -> None:
     rep = _Report(out=out)
     md = rep.lines
 
@@ -1039,6 +1042,7 @@ def _build(inputs: ReportInputs, out: Path, *, title: str, dpi: int,
             f"`{c}` = {_fmt_const(_last_finite(np.concatenate([p.column(c) for p in adam])))}"
             for c in constant) + ".", ""]
 
+    md += list(appendix)
     text = "\n".join(md).rstrip() + "\n"
     (out / REPORT_MD).write_text(text)
 
@@ -1051,17 +1055,24 @@ def _options(cfg: Params) -> dict[str, Any]:
 
 
 def build_report(cfg: Params, *, reference: Path, errors: Path, metrics: Path, train_dir: Path,
-                 refine_history: Path, out: Path) -> Path:
+                 refine_history: Path, out: Path, studies: Path | None = None) -> Path:
     """The report of this run: `out/report.md` + PNGs (the directory `out` is replaced whole).
 
     `train_dir/<level>/history.csv` and `train_dir/<level>/samples.npz` are read for each level of
     `cfg.multilevel.levels`; any missing input is noted in the report instead of drawn. Paths in
-    the report are shown relative to the working directory. Returns the path of report.md.
+    the report are shown relative to the working directory. `studies`: the directory of committed
+    study results; the report ends with the latest one's comparison of techniques on this
+    problem (`pinn.comparison`). Returns the path of report.md.
     """
     inputs = ReportInputs.of(reference=reference, errors=errors, metrics=metrics,
                              train_dir=train_dir, refine_history=refine_history,
                              levels=list(cfg.multilevel.levels), root=Path.cwd())
-    return write_report(inputs, Path(out), **_options(cfg))
+    appendix: list[str] = []
+    if studies is not None:
+        from pinn.comparison import comparison_section
+
+        appendix = comparison_section(studies, cfg.problem.identifier, link_from=out)
+    return write_report(inputs, Path(out), appendix=appendix, **_options(cfg))
 
 
 def stage_report(cfg: Params, root: Path = Path(".")) -> Path:

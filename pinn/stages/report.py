@@ -1,4 +1,5 @@
-"""Stage `report`: markdown + figures from this run's outputs (nothing else)."""
+"""Stage `report`: markdown + figures from this run's outputs, and the comparison of techniques
+from the latest committed study of this problem (`--studies`)."""
 
 from __future__ import annotations
 
@@ -17,12 +18,16 @@ def main(
     train_dir: Path = typer.Option(..., "--train", help="Per-level logs: <dir>/<level>/history.csv."),
     refine_history: Path = typer.Option(..., "--refine-history"),
     out: Path = typer.Option(..., "--out", help="Report directory (replaced whole)."),
+    studies: Path = typer.Option(None, "--studies",
+                                 help="Committed study results (studies/results): the report's "
+                                      "comparison of techniques comes from the latest one."),
 ) -> None:
     from pinn.report import build_report
 
     cfg = read_params(params)
     path = build_report(cfg, reference=reference, errors=errors, metrics=metrics,
-                        train_dir=train_dir, refine_history=refine_history, out=out)
+                        train_dir=train_dir, refine_history=refine_history, out=out,
+                        studies=studies)
     print(f"report: {path.absolute()}")
 
 
