@@ -199,7 +199,8 @@ def train_level(
         row["wall_s"] = wall_offset + time.perf_counter() - t_start
         row["lr_scale"] = float(state.lr_scale)
         if reference is not None:
-            row["rel_l2"] = accuracy(trainer.field(state.params), reference, dtype=trainer.dtype).rel_l2
+            row["rel_l2"] = accuracy(trainer.field(state.params), reference, dtype=trainer.dtype,
+                                     fields=trainer.problem.fields).rel_l2
         rows.append(row)
         bar.update(n, done, loss=row.get("loss", float("nan")), rel_l2=row.get("rel_l2"),
                    rate=row["steps_per_s"])

@@ -464,6 +464,9 @@ class Params(_Section):
         if self.balancing.causal.enabled and problem.steady:
             raise ValueError("balancing.causal.enabled = True: the problem is steady (no time "
                              "axis to weight causally)")
+        if problem.steady and problem.has_initial:
+            raise ValueError(f"problem.target = {self.problem.identifier!r}: an Initial condition "
+                             "in a steady problem (its Box has time=None: there is no initial time)")
         s = self.sampling
         if s.method == "rar_d":  # `pinn.sampling.make_sampler`: the initial points must fit
             initial = min(s.batch_size, self.collocation.num_points)

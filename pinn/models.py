@@ -1,6 +1,7 @@
 """Flax NNX networks for PINNs. Modules are small and know nothing of training.
 
-`PINN` maps points `z (N, d)` (time first) to `u (N,)`:
+`PINN` maps points `z (N, d)` (the problem's input columns) to `u (N,)`, or to `(N, k)` for a
+problem with `k` fields (one output per field, in the problem's `fields` order):
 
 1. input embedding — a periodic column x with period P enters *exactly* as
    `cos(2πx/P), sin(2πx/P)` so the network is periodic by construction (Dong & Ni 2021);
@@ -10,7 +11,7 @@
 3. `depth` hidden `Dense` layers of `width` units with activation, each optionally with random
    weight factorization `W = diag(exp(s)) V` acting on output units (Wang et al. 2022, "Random
    weight factorization"), `s ~ N(μ, σ)`, `V = W₀ / exp(s)`;
-4. a linear output layer (also factorized when RWF is on).
+4. a linear output layer of one unit per field (also factorized when RWF is on).
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ class FactorizedDense(nnx.Module):
 
 
 class PINN(nnx.Module):
-    """MLP with exact periodic embedding, optional Fourier features and RWF. `(N, d) -> (N,)`."""
+    """MLP with exact periodic embedding, optional Fourier features and RWF. `(N, d) -> (N,)`,
+    or `(N, d) -> (N, out_features)` for `out_features > 1` (a system of fields)."""
 
     def __init__(
         self,
@@ -105,6 +107,7 @@ class PINN(nnx.Module):
         fourier_scale: float = 1.0,
         rwf: tuple[float, float] | None = None,
         dtype: jnp.dtype = jnp.float32,
+        out_features: int = 1,
         rngs: nnx.Rngs,
     ):
         if activation not in ACTIVATIONS:
@@ -112,6 +115,7 @@ class PINN(nnx.Module):
         self.embedding = embedding
         self.activation = activation
         self.width = width
+        self.out_features = out_features
         features = embedding.out_features
         if fourier_features > 0:
             b = fourier_scale * jax.random.normal(rngs.params(), (features, fourier_features), dtype)
@@ -126,7 +130,7 @@ class PINN(nnx.Module):
                 for a, b in zip(sizes[:-1], sizes[1:])
             ]
         )
-        self.output = FactorizedDense(width, 1, rwf=rwf, dtype=dtype, rngs=rngs)
+        self.output = FactorizedDense(width, out_features, rwf=rwf, dtype=dtype, rngs=rngs)
 
     def features(self, z: jax.Array) -> jax.Array:
         e = self.embedding(z)
@@ -140,7 +144,8 @@ class PINN(nnx.Module):
         h = self.features(z)
         for layer in self.hidden:
             h = act(layer(h))
-        return self.output(h)[:, 0]
+        out = self.output(h)
+        return out[:, 0] if self.out_features == 1 else out
 
 
 def make_model(
@@ -155,6 +160,7 @@ def make_model(
 
     `width` overrides `cfg.width` (the multilevel cascade builds coarser levels this way).
     Periodic embedding is applied to the problem's periodic columns when `cfg.periodic_embedding`.
+    The network has one output per field of the problem (`problem.fields`; one: `(N,)`).
     """
     periodic = tuple(bool(p) and cfg.periodic_embedding for p in problem.periodic)
     embedding = Embedding(tuple(problem.lower), tuple(problem.upper), periodic)
@@ -167,6 +173,7 @@ def make_model(
         fourier_scale=cfg.fourier_scale,
         rwf=(cfg.rwf_mean, cfg.rwf_std) if cfg.rwf else None,
         dtype=dtype,
+        out_features=len(getattr(problem, "fields", ("u",))),
         rngs=nnx.Rngs(seed),
     )
 
@@ -177,7 +184,7 @@ def split(model: PINN):
 
 
 def apply_fn(graphdef, rest):
-    """Return the pure function `u(params, z) -> (N,)` of a split model."""
+    """Return the pure function `u(params, z) -> (N,)` (or `(N, k)`: k fields) of a split model."""
 
     def u(params, z: jax.Array) -> jax.Array:
         return nnx.merge(graphdef, params, rest)(z)

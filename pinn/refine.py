@@ -140,7 +140,8 @@ def refine(
             "method": rcfg.method,
         }
         if reference is not None:
-            row["rel_l2"] = accuracy(lambda z: u(params, z), reference, dtype=dtype).rel_l2
+            row["rel_l2"] = accuracy(lambda z: u(params, z), reference, dtype=dtype,
+                                     fields=problem.fields).rel_l2
         rows.append(row)
         seconds = time.perf_counter() - t_block  # the block, its redraw and rel L2 included
         bar.update(n, done, loss=row["loss"], rel_l2=row.get("rel_l2"),

@@ -5,7 +5,10 @@ Inputs (paths given to `build_report`; every figure whose input is missing is sk
     reference.npz                      t, x[, y], u[t, x(, y)], est_rel_error (or scattered:
                                        points (N, d), columns, u (N,)); source (a file's)
     errors.npz                         prediction, error (= prediction − reference), t, x[, y]
-                                       (or points, columns)
+                                       (or points, columns); a system of fields: `fields` (their
+                                       names), the first as prediction/error, the others as
+                                       prediction_<field>, error_<field> (reference.npz holds them
+                                       as field_<field>)
     metrics.json                       problem, rel_l2, max_abs, reference_est_rel_error, ...
     <train_dir>/<level>/history.csv    per-level training log: `step` (global), `level_step`,
                                        `loss` (Adam minibatch loss), `rel_l2`, `wall_s` (from the
@@ -13,6 +16,10 @@ Inputs (paths given to `build_report`; every figure whose input is missing is sk
                                        statistics, `lr_scale`
     <train_dir>/<level>/samples.npz    last training batch: points (B, d) time first, weights (B,)
     refine_history.csv                 iteration, loss (full collocation set), rel_l2, wall_s, method
+
+Solution and error figures have one panel (or row) per field: snapshots over x (a time-first
+grid), curves or maps over the inputs (scattered points that are every node of a tensor grid of one
+or two columns: a steady problem's exact reference), or the pointwise error at scattered points.
 
 The Adam phase (minibatch loss, per cascade level) and the quasi-Newton refinement (loss on the
 full collocation set, usually in float64) are drawn on separate axes: their losses are different
@@ -100,24 +107,66 @@ class ReportInputs:
 
 
 @dataclass
+class _Field:
+    """One field's values where the reference has them (a grid's shape, or `(N,)` at points)."""
+
+    name: str
+    reference: np.ndarray | None  # None: the reference file is missing
+    prediction: np.ndarray
+    error: np.ndarray  # prediction − reference
+
+
+@dataclass
 class _Grid:
+    """Prediction and error on a time-first reference grid `t × x (× y)`, per field."""
+
     t: np.ndarray
     x: np.ndarray
     y: np.ndarray | None
-    reference: np.ndarray | None  # u_ref[t, x(, y)]
-    prediction: np.ndarray | None
-    error: np.ndarray | None  # prediction − reference
+    fields: list[_Field]
+
+    @property
+    def complete(self) -> bool:
+        return all(f.reference is not None for f in self.fields)
 
 
 @dataclass
 class _Points:
-    """Prediction and error at the scattered points of a reference read from a file."""
+    """Prediction and error at the scattered points of a reference (read from a file, or a steady
+    or higher-dimensional problem's exact solution), per field. `axes`: when the points are the
+    nodes of a tensor grid over one or two columns (a steady problem's exact reference), its axes,
+    and `flat` the node of each point (C order), so the values can be drawn as curves or maps."""
 
     points: np.ndarray  # (N, d)
     columns: tuple[str, ...]
-    reference: np.ndarray | None  # u_ref (N,)
-    prediction: np.ndarray
-    error: np.ndarray
+    fields: list[_Field]
+    axes: list[np.ndarray] | None = None
+    flat: np.ndarray | None = None
+
+    @property
+    def complete(self) -> bool:
+        return all(f.reference is not None for f in self.fields)
+
+    def on_grid(self, values: np.ndarray) -> np.ndarray:
+        """Values at the points arranged on the tensor grid `axes` (indexed like the columns)."""
+        out = np.empty(len(self.points))
+        out[self.flat] = values
+        return out.reshape(tuple(a.size for a in self.axes))
+
+
+def _tensor_grid(points: np.ndarray) -> tuple[list[np.ndarray], np.ndarray] | None:
+    """`(axes, flat)` when `points (N, d)`, d <= 2, are every node of a tensor grid exactly once
+    (`flat`: each point's node in C order); else None."""
+    if points.ndim != 2 or not 1 <= points.shape[1] <= 2 or len(points) < 2:
+        return None
+    axes = [np.unique(points[:, j]) for j in range(points.shape[1])]
+    if math.prod(a.size for a in axes) != len(points) or min(a.size for a in axes) < 2:
+        return None
+    idx = tuple(np.searchsorted(a, points[:, j]) for j, a in enumerate(axes))
+    flat = np.ravel_multi_index(idx, tuple(a.size for a in axes))
+    if np.unique(flat).size != len(points):
+        return None
+    return axes, flat
 
 
 def _load_npz(path: Path, required: Sequence[str]) -> dict[str, np.ndarray]:
@@ -381,73 +430,166 @@ def _positive(values: np.ndarray) -> np.ndarray:
     return v
 
 
+def _field_label(f: _Field, several: bool, text: str) -> str:
+    """A panel title: `text`, prefixed with the field's name when there are several fields."""
+    return f"{f.name}, {text}" if several else text
+
+
 def _fig_snapshots(grid: _Grid, times: Sequence[float], path: Path, dpi: int, title: str) -> str:
     idx = snapshot_indices(grid.t, times)
-    if grid.y is None:
-        fig, axes = _figure(1, len(idx), (3.2, 2.8), f"{title}: solution snapshots")
-        for ax, k in zip(axes[0], idx):
-            ax.plot(grid.x, grid.reference[k], "k-", lw=1.5, label="reference")
-            ax.plot(grid.x, grid.prediction[k], "r--", lw=1.2, label="PINN")
-            ax.set_title(f"t = {grid.t[k]:.3g}")
-            ax.set_xlabel("x")
-            ax.set_ylabel("u")
-        axes[0][0].legend(loc="best", fontsize="small")
-    else:
-        fig, axes = _figure(len(idx), 3, (3.0, 2.6), f"{title}: solution snapshots")
-        err_norm = error_norm(grid.error[idx])
-        cmap = _error_cmap()
-        for row, k in zip(axes, idx):
-            lo = float(min(grid.reference[k].min(), grid.prediction[k].min()))
-            hi = float(max(grid.reference[k].max(), grid.prediction[k].max()))
-            for ax, field_, name in ((row[0], grid.reference[k], "reference"),
-                                     (row[1], grid.prediction[k], "PINN")):
-                im = _field_image(ax, grid.x, grid.y, field_, cmap="RdBu_r", vmin=lo, vmax=hi)
-                ax.set_title(f"{name}, t = {grid.t[k]:.3g}")
+    several = len(grid.fields) > 1
+    if grid.y is None:  # one row of snapshots per field
+        fig, axes = _figure(len(grid.fields), len(idx), (3.2, 2.8), f"{title}: solution snapshots")
+        for row, f in zip(axes, grid.fields):
+            for ax, k in zip(row, idx):
+                ax.plot(grid.x, f.reference[k], "k-", lw=1.5, label="reference")
+                ax.plot(grid.x, f.prediction[k], "r--", lw=1.2, label="PINN")
+                ax.set_title(_field_label(f, several, f"t = {grid.t[k]:.3g}"))
                 ax.set_xlabel("x")
-                ax.set_ylabel("y")
-            fig.colorbar(im, ax=row[:2].tolist(), shrink=0.9, label="u")
-            im = _field_image(row[2], grid.x, grid.y,
-                              _for_log_scale(np.abs(grid.error[k]), err_norm), cmap=cmap,
-                              norm=err_norm)
-            row[2].set_title(f"|error|, t = {grid.t[k]:.3g}")
-            row[2].set_xlabel("x")
-            row[2].set_ylabel("y")
-            fig.colorbar(im, ax=row[2], shrink=0.9, extend="min",
-                         label="|prediction − reference|")
+                ax.set_ylabel(f.name)
+        axes[0][0].legend(loc="best", fontsize="small")
+    else:  # one row (reference, PINN, |error|) per field and time
+        fig, axes = _figure(len(grid.fields) * len(idx), 3, (3.0, 2.6),
+                            f"{title}: solution snapshots")
+        rows = iter(axes)
+        cmap = _error_cmap()
+        for f in grid.fields:
+            err_norm = error_norm(f.error[idx])
+            for row, k in zip(rows, idx):
+                lo = float(min(f.reference[k].min(), f.prediction[k].min()))
+                hi = float(max(f.reference[k].max(), f.prediction[k].max()))
+                for ax, field_, name in ((row[0], f.reference[k], "reference"),
+                                         (row[1], f.prediction[k], "PINN")):
+                    im = _field_image(ax, grid.x, grid.y, field_, cmap="RdBu_r", vmin=lo, vmax=hi)
+                    ax.set_title(_field_label(f, several, f"{name}, t = {grid.t[k]:.3g}"))
+                    ax.set_xlabel("x")
+                    ax.set_ylabel("y")
+                fig.colorbar(im, ax=row[:2].tolist(), shrink=0.9, label=f.name)
+                im = _field_image(row[2], grid.x, grid.y,
+                                  _for_log_scale(np.abs(f.error[k]), err_norm), cmap=cmap,
+                                  norm=err_norm)
+                row[2].set_title(_field_label(f, several, f"|error|, t = {grid.t[k]:.3g}"))
+                row[2].set_xlabel("x")
+                row[2].set_ylabel("y")
+                fig.colorbar(im, ax=row[2], shrink=0.9, extend="min",
+                             label="|prediction − reference|")
     _save(fig, path, dpi)
+    per_field = (" One row per field (" + ", ".join(f.name for f in grid.fields) + ")"
+                 + (" and time." if grid.y is not None else ".") if several else "")
     return "Reference solution vs PINN prediction at the stored times nearest to " + ", ".join(
-        f"{s:g}" for s in times) + "."
+        f"{s:g}" for s in times) + "." + per_field
 
 
 def _fig_error_map(grid: _Grid, times: Sequence[float], path: Path, dpi: int, title: str) -> str:
-    norm = error_norm(grid.error)
-    err = _for_log_scale(np.abs(grid.error), norm)
     cmap = _error_cmap()
     label = "|prediction − reference| (log scale)"
-    decades = f"{math.log10(norm.vmax / norm.vmin):.1f}" if norm.vmin > 0 else "n/a"
-    if grid.y is None:
-        fig, axes = _figure(1, 1, (7.0, 3.6), f"{title}: pointwise error")
-        ax = axes[0][0]
-        im = _field_image(ax, grid.t, grid.x, err, cmap=cmap, norm=norm)
-        ax.set_xlabel("t")
-        ax.set_ylabel("x")
-        fig.colorbar(im, ax=ax, extend="min", label=label)
-        caption = (f"|prediction − reference| over (t, x), one cell per reference grid point, log "
-                   f"colour scale over {decades} decades below the maximum {norm.vmax:.2e} "
-                   "(smaller errors in the lowest colour).")
-    else:
+    several = len(grid.fields) > 1
+    norms = [error_norm(f.error) for f in grid.fields]
+    decades = ", ".join(
+        (f"{f.name}: " if several else "")
+        + (f"{math.log10(n.vmax / n.vmin):.1f}" if n.vmin > 0 else "n/a")
+        + (f" decades below the maximum {n.vmax:.2e}" if several else "")
+        for f, n in zip(grid.fields, norms))
+    if grid.y is None:  # one panel per field over (t, x)
+        fig, axes = _figure(len(grid.fields), 1, (7.0, 3.6), f"{title}: pointwise error")
+        for row, f, norm in zip(axes, grid.fields, norms):
+            ax = row[0]
+            im = _field_image(ax, grid.t, grid.x, _for_log_scale(np.abs(f.error), norm),
+                              cmap=cmap, norm=norm)
+            ax.set_xlabel("t")
+            ax.set_ylabel("x")
+            if several:
+                ax.set_title(f.name)
+            fig.colorbar(im, ax=ax, extend="min", label=label)
+        if several:
+            caption = (f"|prediction − reference| over (t, x) per field, one cell per reference "
+                       f"grid point, log colour scale per field ({decades}).")
+        else:
+            caption = (f"|prediction − reference| over (t, x), one cell per reference grid "
+                       f"point, log colour scale over {decades} decades below the maximum "
+                       f"{norms[0].vmax:.2e} (smaller errors in the lowest colour).")
+    else:  # one row of maps per field, one panel per stored time
         idx = snapshot_indices(grid.t, times)
-        fig, axes = _figure(1, len(idx), (3.0, 2.8), f"{title}: pointwise error")
-        for ax, k in zip(axes[0], idx):
-            im = _field_image(ax, grid.x, grid.y, err[k], cmap=cmap, norm=norm)
-            ax.set_title(f"t = {grid.t[k]:.3g}")
-            ax.set_xlabel("x")
-            ax.set_ylabel("y")
-        fig.colorbar(im, ax=axes[0].tolist(), extend="min", label=label)
-        caption = (f"|prediction − reference| over (x, y) per stored time, shared log colour scale "
-                   f"over {decades} decades below the maximum {norm.vmax:.2e}.")
+        fig, axes = _figure(len(grid.fields), len(idx), (3.0, 2.8), f"{title}: pointwise error")
+        for row, f, norm in zip(axes, grid.fields, norms):
+            err = _for_log_scale(np.abs(f.error), norm)
+            for ax, k in zip(row, idx):
+                im = _field_image(ax, grid.x, grid.y, err[k], cmap=cmap, norm=norm)
+                ax.set_title(_field_label(f, several, f"t = {grid.t[k]:.3g}"))
+                ax.set_xlabel("x")
+                ax.set_ylabel("y")
+            fig.colorbar(im, ax=row.tolist(), extend="min", label=label)
+        if several:
+            caption = (f"|prediction − reference| over (x, y) per stored time, one row per field, "
+                       f"log colour scale per field ({decades}).")
+        else:
+            caption = (f"|prediction − reference| over (x, y) per stored time, shared log colour "
+                       f"scale over {decades} decades below the maximum {norms[0].vmax:.2e}.")
     _save(fig, path, dpi)
     return caption
+
+
+def _fig_steady_solution(pts: _Points, path: Path, dpi: int, title: str) -> str:
+    """A tensor grid of one or two columns (a steady problem): per field, reference and PINN as
+    curves over the column (one panel per field), or as maps over the two columns (one row per
+    field: reference, PINN)."""
+    several = len(pts.fields) > 1
+    names = ", ".join(f.name for f in pts.fields)
+    if len(pts.axes) == 1:
+        x = pts.axes[0]
+        fig, axes = _figure(1, len(pts.fields), (4.0, 3.0), f"{title}: solution")
+        for ax, f in zip(axes[0], pts.fields):
+            ax.plot(x, pts.on_grid(f.reference), "k-", lw=1.5, label="reference")
+            ax.plot(x, pts.on_grid(f.prediction), "r--", lw=1.2, label="PINN")
+            ax.set_title(f.name)
+            ax.set_xlabel(pts.columns[0])
+            ax.set_ylabel(f.name)
+        axes[0][0].legend(loc="best", fontsize="small")
+        _save(fig, path, dpi)
+        return (f"Reference solution vs PINN prediction over {pts.columns[0]}, one panel per "
+                f"field ({names}).")
+    h, v = pts.axes
+    fig, axes = _figure(len(pts.fields), 2, (3.2, 2.8), f"{title}: solution")
+    for row, f in zip(axes, pts.fields):
+        ref, pred = pts.on_grid(f.reference), pts.on_grid(f.prediction)
+        lo, hi = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
+        for ax, values, name in ((row[0], ref, "reference"), (row[1], pred, "PINN")):
+            im = _field_image(ax, h, v, values, cmap="RdBu_r", vmin=lo, vmax=hi)
+            ax.set_title(_field_label(f, several, name))
+            ax.set_xlabel(pts.columns[0])
+            ax.set_ylabel(pts.columns[1])
+        fig.colorbar(im, ax=row.tolist(), shrink=0.9, label=f.name)
+    _save(fig, path, dpi)
+    return (f"Reference solution vs PINN prediction over ({pts.columns[0]}, {pts.columns[1]}), "
+            f"one row per field ({names}).")
+
+
+def _fig_steady_error(pts: _Points, path: Path, dpi: int, title: str) -> str:
+    """|error| on a tensor grid of one or two columns: one panel per field (a curve on a log
+    axis, or a map on a log colour scale)."""
+    names = ", ".join(f.name for f in pts.fields)
+    label = "|prediction − reference| (log scale)"
+    fig, axes = _figure(1, len(pts.fields), (4.0, 3.2), f"{title}: pointwise error")
+    for ax, f in zip(axes[0], pts.fields):
+        err = np.abs(pts.on_grid(f.error))
+        if len(pts.axes) == 1:
+            ax.plot(pts.axes[0], _positive(err), "k-", lw=1.2)
+            ax.set_yscale("log")
+            ax.set_xlabel(pts.columns[0])
+            ax.set_ylabel(label)
+            ax.grid(True, which="major", alpha=0.3)
+        else:
+            norm = error_norm(err)
+            im = _field_image(ax, pts.axes[0], pts.axes[1], _for_log_scale(err, norm),
+                              cmap=_error_cmap(), norm=norm)
+            ax.set_xlabel(pts.columns[0])
+            ax.set_ylabel(pts.columns[1])
+            fig.colorbar(im, ax=ax, extend="min", label=label)
+        ax.set_title(f.name)
+    _save(fig, path, dpi)
+    where = pts.columns[0] if len(pts.axes) == 1 else f"({pts.columns[0]}, {pts.columns[1]})"
+    return (f"|prediction − reference| over {where}, one panel per field ({names})"
+            + ("; log colour scale per field." if len(pts.axes) == 2 else ", log scale."))
 
 
 def _level_colours(levels: Sequence[str]) -> dict[str, Any]:
@@ -655,22 +797,36 @@ def _fig_weights(run: list[Phase], path: Path, dpi: int, title: str) -> str:
     return caption
 
 
-def _fig_sample_density(samples: dict[str, dict], path: Path, dpi: int, title: str) -> str:
+def _fig_sample_density(samples: dict[str, dict], path: Path, dpi: int, title: str,
+                        columns: Sequence[str] = ("t", "x", "y")) -> str:
+    """The last batch's density over the first two input columns (`columns`: their names; a
+    histogram over the one column of a one-input problem)."""
     fig, axes = _figure(1, len(samples), (3.4, 3.0), f"{title}: last training batch")
-    two_d = False
+    dims = 2
+    names = [columns[i] if i < len(columns) else f"z{i}" for i in range(3)]
     for ax, (level, s) in zip(axes[0], samples.items()):
         pts, w = s["points"], s["weights"]
-        two_d = two_d or pts.shape[1] > 2
+        dims = max(dims, pts.shape[1]) if pts.shape[1] > 1 else 1
         w = w if np.sum(w) > 0 else np.ones_like(w)
         bins = int(np.clip(np.sqrt(len(pts) / 4), 8, 50))  # ~4 points per bin on average
-        h = ax.hist2d(pts[:, 0], pts[:, 1], bins=bins, weights=w, cmap="viridis")
-        fig.colorbar(h[3], ax=ax, label="points per bin (weighted)")
+        if pts.shape[1] == 1:
+            ax.hist(pts[:, 0], bins=bins, weights=w, color="C0")
+            ax.set_ylabel("points per bin (weighted)")
+        else:
+            h = ax.hist2d(pts[:, 0], pts[:, 1], bins=bins, weights=w, cmap="viridis")
+            fig.colorbar(h[3], ax=ax, label="points per bin (weighted)")
+            ax.set_ylabel(names[1])
         ax.set_title(f"{level} ({len(pts)} points)")
-        ax.set_xlabel("t")
-        ax.set_ylabel("x")
+        ax.set_xlabel(names[0])
     _save(fig, path, dpi)
-    return ("Density of the last training batch of each level over (t, x) (weighted by the "
-            "points' loss weights" + ("; marginal over y" if two_d else "") + ").")
+    over = f"({names[0]}, {names[1]})" if dims > 1 else names[0]
+    rest = ""
+    if dims == 3:
+        rest = f"; marginal over {names[2]}"
+    elif dims > 3:
+        rest = "; marginal over the other columns"
+    return (f"Density of the last training batch of each level over {over} (weighted by the "
+            "points' loss weights" + rest + ").")
 
 
 def sampler_stat_columns(histories: dict) -> list[str]:
@@ -728,6 +884,40 @@ class _Report:
         self.lines += [f"![{alt}]({name})", "", caption, ""]
 
 
+def _fields(inputs: ReportInputs, ref: dict | None, err: dict, shape: tuple[int, ...]
+            ) -> list[_Field]:
+    """The fields of errors.npz (`fields`, default `u`: the first as `prediction`/`error`, the
+    others as `prediction_<name>`/`error_<name>`) with the reference's values of each (`u`, then
+    `field_<name>`), every array checked against `shape`."""
+    names = [str(n) for n in np.atleast_1d(err["fields"])] if "fields" in err else ["u"]
+    out = []
+    for k, name in enumerate(names):
+        suffix = "" if k == 0 else f"_{name}"
+        missing = [key for key in (f"prediction{suffix}", f"error{suffix}") if key not in err]
+        if missing:
+            raise UserError(f"{inputs.errors}: missing array(s) {', '.join(missing)} (field "
+                            f"{name!r} of its fields)")
+        prediction, error = err[f"prediction{suffix}"], err[f"error{suffix}"]
+        if prediction.shape != error.shape:
+            raise UserError(f"{inputs.errors}: prediction {prediction.shape} and error "
+                            f"{error.shape} differ in shape")
+        if error.shape != shape:
+            raise UserError(f"{inputs.errors}: error{suffix} shape {error.shape} does not match "
+                            f"its points or axes {shape}")
+        reference = None
+        if ref is not None:
+            key = "u" if k == 0 else f"field_{name}"
+            if key not in ref:
+                raise UserError(f"{inputs.reference}: no array {key!r} (field {name!r}, which "
+                                f"{inputs.errors} holds)")
+            if ref[key].shape != error.shape:
+                raise UserError(f"{inputs.errors}: error shape {error.shape} does not match "
+                                f"the reference's {key} {ref[key].shape} ({inputs.reference})")
+            reference = ref[key]
+        out.append(_Field(name, reference, prediction, error))
+    return out
+
+
 def _load_grid(inputs: ReportInputs, notes: list[str]) -> _Grid | _Points | None:
     ref = _load_npz(inputs.reference, ("u",)) if inputs.reference.exists() else None
     err = (_load_npz(inputs.errors, ("prediction", "error")) if inputs.errors.exists() else None)
@@ -741,77 +931,76 @@ def _load_grid(inputs: ReportInputs, notes: list[str]) -> _Grid | _Points | None
     missing = [k for k in ("t", "x") if k not in err]
     if missing:
         raise UserError(f"{inputs.errors}: missing array(s) {', '.join(missing)} (or points)")
-    if err["prediction"].shape != err["error"].shape:
-        raise UserError(f"{inputs.errors}: prediction {err['prediction'].shape} and error "
-                        f"{err['error'].shape} differ in shape")
-    reference = None
-    if ref is not None:
-        if ref["u"].shape != err["error"].shape:
-            raise UserError(f"{inputs.errors}: error shape {err['error'].shape} does not match "
-                            f"the reference's u {ref['u'].shape} ({inputs.reference})")
-        reference = ref["u"]
     y = err.get("y")
     want = (len(err["t"]), len(err["x"])) + ((len(y),) if y is not None else ())
-    if err["error"].shape != want:
-        raise UserError(f"{inputs.errors}: error shape {err['error'].shape} does not match its "
-                        f"axes {want}")
-    return _Grid(t=err["t"], x=err["x"], y=y, reference=reference,
-                 prediction=err["prediction"], error=err["error"])
+    return _Grid(t=err["t"], x=err["x"], y=y, fields=_fields(inputs, ref, err, want))
 
 
 def _load_points(inputs: ReportInputs, ref: dict | None, err: dict) -> _Points:
-    points, error = err["points"], err["error"]
-    if points.ndim != 2 or error.shape != (len(points),) or err["prediction"].shape != error.shape:
-        raise UserError(f"{inputs.errors}: points {points.shape}, prediction "
-                        f"{err['prediction'].shape} and error {error.shape} do not match")
+    points = err["points"]
+    if points.ndim != 2:
+        raise UserError(f"{inputs.errors}: points {points.shape} must be (N, d)")
     columns = tuple(str(c) for c in err.get("columns", [f"z{i}" for i in range(points.shape[1])]))
     if len(columns) != points.shape[1]:
         raise UserError(f"{inputs.errors}: {len(columns)} columns for points {points.shape}")
-    reference = None
-    if ref is not None:
-        if ref["u"].shape != error.shape:
-            raise UserError(f"{inputs.errors}: error shape {error.shape} does not match "
-                            f"the reference's u {ref['u'].shape} ({inputs.reference})")
-        reference = ref["u"]
-    return _Points(points=points, columns=columns, reference=reference,
-                   prediction=err["prediction"], error=error)
+    grid = _tensor_grid(points)
+    return _Points(points=points, columns=columns,
+                   fields=_fields(inputs, ref, err, (len(points),)),
+                   axes=None if grid is None else grid[0], flat=None if grid is None else grid[1])
 
 
 def _fig_error_points(pts: _Points, path: Path, dpi: int, title: str) -> str:
-    """|error| at scattered points: against the coordinate (one input), else one scatter per
-    pair of consecutive input columns (at most three), largest errors drawn on top."""
-    norm = error_norm(pts.error)
-    err = np.abs(pts.error)
+    """|error| at scattered points, one row per field: against the coordinate (one input), else
+    one scatter per pair of consecutive input columns (at most three), largest errors on top."""
     n, d = pts.points.shape
+    several = len(pts.fields) > 1
     label = "|prediction − reference| (log scale)"
+    per_field = (" One row per field (" + ", ".join(f.name for f in pts.fields) + ")."
+                 if several else "")
     if d == 1:
-        fig, axes = _figure(1, 1, (6.0, 3.6), f"{title}: pointwise error")
-        ax = axes[0][0]
+        fig, axes = _figure(len(pts.fields), 1, (6.0, 3.6), f"{title}: pointwise error")
         order = np.argsort(pts.points[:, 0], kind="stable")
-        ax.plot(pts.points[order, 0], _positive(err[order]), "k.", ms=3)
-        ax.set_yscale("log")
-        ax.set_xlabel(pts.columns[0])
-        ax.set_ylabel(label)
-        ax.grid(True, which="major", alpha=0.3)
+        for row, f in zip(axes, pts.fields):
+            ax = row[0]
+            ax.plot(pts.points[order, 0], _positive(np.abs(f.error)[order]), "k.", ms=3)
+            ax.set_yscale("log")
+            ax.set_xlabel(pts.columns[0])
+            ax.set_ylabel(label)
+            ax.grid(True, which="major", alpha=0.3)
+            if several:
+                ax.set_title(f.name)
         _save(fig, path, dpi)
-        return f"|prediction − reference| at the reference's {n} scattered points."
+        return f"|prediction − reference| at the reference's {n} scattered points." + per_field
     pairs = [(i, i + 1) for i in range(min(d - 1, 3))]
-    order = np.argsort(err, kind="stable")  # largest on top
     size = float(np.clip(20000.0 / n, 0.5, 20.0))
-    fig, axes = _figure(1, len(pairs), (4.2, 3.6), f"{title}: pointwise error")
-    for ax, (i, j) in zip(axes[0], pairs):
-        sc = ax.scatter(pts.points[order, i], pts.points[order, j],
-                        c=_for_log_scale(err[order], norm), norm=norm, cmap=_error_cmap(), s=size,
-                        linewidths=0, rasterized=True)
-        ax.set_xlabel(pts.columns[i])
-        ax.set_ylabel(pts.columns[j])
-    fig.colorbar(sc, ax=axes[0].tolist(), extend="min", label=label)
-    decades = f"{math.log10(norm.vmax / norm.vmin):.1f}" if getattr(norm, "vmin", 0) else "n/a"
+    fig, axes = _figure(len(pts.fields), len(pairs), (4.2, 3.6), f"{title}: pointwise error")
+    spans = []
+    for row, f in zip(axes, pts.fields):
+        norm = error_norm(f.error)
+        err = np.abs(f.error)
+        order = np.argsort(err, kind="stable")  # largest on top
+        for ax, (i, j) in zip(row, pairs):
+            sc = ax.scatter(pts.points[order, i], pts.points[order, j],
+                            c=_for_log_scale(err[order], norm), norm=norm, cmap=_error_cmap(),
+                            s=size, linewidths=0, rasterized=True)
+            ax.set_xlabel(pts.columns[i])
+            ax.set_ylabel(pts.columns[j])
+            if several:
+                ax.set_title(f.name)
+        fig.colorbar(sc, ax=row.tolist(), extend="min", label=label)
+        decades = f"{math.log10(norm.vmax / norm.vmin):.1f}" if getattr(norm, "vmin", 0) else "n/a"
+        spans.append((f.name, decades, getattr(norm, "vmax", float("nan"))))
     planes = " and ".join(f"({pts.columns[i]}, {pts.columns[j]})" for i, j in pairs)
     _save(fig, path, dpi)
+    if several:
+        scale = "log colour scale per field (" + ", ".join(
+            f"{name}: {dec} decades below the maximum {vmax:.2e}" for name, dec, vmax in spans) + ")"
+    else:
+        scale = (f"log colour scale over {spans[0][1]} decades below the maximum "
+                 f"{spans[0][2]:.2e}")
     return (f"|prediction − reference| at the reference's {n} scattered points, drawn over "
-            f"{planes}{' (projected)' if d > 2 else ''}, largest errors on top; log colour scale "
-            f"over {decades} decades below the maximum {norm.vmax:.2e}.")
+            f"{planes}{' (projected)' if d > 2 else ''}, largest errors on top; {scale}."
+            + per_field)
 
 
 def write_report(
@@ -921,10 +1110,19 @@ def _build(inputs: ReportInputs, out: Path, *, title: str, dpi: int,
         md += [f"> **Reference from a file:** `{reference_file}`, not certified here (no "
                f"self-convergence check; {stated}). Accuracy figures are relative to that data.",
                ""]
+    # a system of fields: evaluate writes rel_l2_<field> and max_abs_<field> per field, and the
+    # headline over all of them stacked
+    per_field = [k[len("rel_l2_"):] for k in metrics if k.startswith("rel_l2_")]
+    stacked = " (all fields stacked)" if per_field else ""
     md += _table(["quantity", "value"], [
         ["problem", problem],
-        ["rel L2 error", fmt(_float(metrics.get("rel_l2"))) + mark],
-        ["max abs error", fmt(_float(metrics.get("max_abs"))) + mark],
+        ["rel L2 error", fmt(_float(metrics.get("rel_l2"))) + stacked + mark],
+        *[[f"rel L2 error, field {f}", fmt(_float(metrics.get(f"rel_l2_{f}"))) + mark]
+          for f in per_field],
+        ["max abs error",
+         fmt(_float(metrics.get("max_abs"))) + (" (over all fields)" if per_field else "") + mark],
+        *[[f"max abs error, field {f}", fmt(_float(metrics.get(f"max_abs_{f}"))) + mark]
+          for f in per_field],
         ["reference est. rel. error",
          fmt(est) if reference_file is None else
          ("unknown" if est is None else f"{fmt(est)} (stated by the file)")],
@@ -938,7 +1136,8 @@ def _build(inputs: ReportInputs, out: Path, *, title: str, dpi: int,
     md.append("")
     if not inputs.metrics.exists():
         md += [_not_found(inputs, inputs.metrics, "accuracy metrics are not shown"), ""]
-    known = {"problem", "rel_l2", "max_abs", "reference_est_rel_error", "reference_limited"}
+    known = {"problem", "rel_l2", "max_abs", "reference_est_rel_error", "reference_limited",
+             *(f"rel_l2_{f}" for f in per_field), *(f"max_abs_{f}" for f in per_field)}
     extra = [[k, fmt(v)] for k, v in sorted(metrics.items())
              if k not in known and isinstance(v, (int, float))]
     if extra:
@@ -976,18 +1175,27 @@ def _build(inputs: ReportInputs, out: Path, *, title: str, dpi: int,
         md += [f"*No refinement iterations (refine method `{refine_method}`).*", ""]
 
     # -- solution and error
-    md += ["## Solution snapshots", ""]
+    # a tensor grid of one or two columns at the points: a steady problem's exact reference
+    steady_grid = isinstance(grid, _Points) and grid.axes is not None
+    md += ["## Solution" if steady_grid else "## Solution snapshots", ""]
     md += [n + "\n" for n in grid_notes]
-    if isinstance(grid, _Points):
+    if steady_grid and grid.complete:
+        rep.figure("solution.png", "solution", lambda p: _fig_steady_solution(grid, p, dpi, title))
+    elif steady_grid:
+        md += ["*Not available: the solution needs both the reference and the prediction.*", ""]
+    elif isinstance(grid, _Points):
         md += [f"*Not drawn: the reference is {len(grid.points)} scattered points, not a grid; "
                "snapshots at fixed times need a grid.*", ""]
-    elif grid is not None and grid.reference is not None:
+    elif grid is not None and grid.complete:
         rep.figure("snapshots.png", "solution snapshots",
                    lambda p: _fig_snapshots(grid, snapshot_times, p, dpi, title))
     else:
         md += ["*Not available: the snapshots need both the reference and the prediction.*", ""]
     md += ["## Error map", ""]
-    if isinstance(grid, _Points):
+    if steady_grid:
+        rep.figure("error_map.png", "pointwise error",
+                   lambda p: _fig_steady_error(grid, p, dpi, title))
+    elif isinstance(grid, _Points):
         rep.figure("error_map.png", "pointwise error",
                    lambda p: _fig_error_points(grid, p, dpi, title))
     elif grid is not None:
@@ -1021,8 +1229,9 @@ def _build(inputs: ReportInputs, out: Path, *, title: str, dpi: int,
         md += ["*Uniform sampling: the batch density is flat by construction; not drawn.*", ""]
     else:
         if samples:
+            columns = grid.columns if isinstance(grid, _Points) else ("t", "x", "y")
             rep.figure("sampling_density.png", "sampling density",
-                       lambda p: _fig_sample_density(samples, p, dpi, title))
+                       lambda p: _fig_sample_density(samples, p, dpi, title, columns))
         for lv, p in inputs.samples.items():
             if lv not in samples:
                 md += [_not_found(inputs, p, f"no sampling density for `{lv}`"), ""]

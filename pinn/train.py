@@ -87,6 +87,12 @@ class Trainer:
         domain = problem.domain
         self.lower = jnp.asarray(problem.lower, dtype)
         self.upper = jnp.asarray(problem.upper, dtype)
+        # initial points: the spatial columns (all but time); none without an initial condition
+        # (a steady problem)
+        spatial = problem.spatial_axes
+        self.ic_lower = jnp.asarray([problem.lower[i] for i in spatial], dtype)
+        self.ic_upper = jnp.asarray([problem.upper[i] for i in spatial], dtype)
+        self.has_initial = problem.has_initial
         if fixed_points is not None:
             fixed_points = jnp.asarray(fixed_points, dtype)
         self.sampler = sampling.make_sampler(cfg.sampling, domain, fixed_points=fixed_points)
@@ -137,8 +143,11 @@ class Trainer:
         return lambda z: self.problem.residual(lambda zz: self.u(params, zz), z)
 
     def _ic_points(self, key, n):
-        x = jax.random.uniform(key, (n, len(self.problem.lower) - 1), self.dtype)
-        return self.lower[1:] + (self.upper[1:] - self.lower[1:]) * x
+        """`n` uniform points over the spatial columns `(n, d_space)` (the initial face without
+        its time column); `(0, d_space)` when the problem has no initial condition."""
+        n = n if self.has_initial else 0
+        x = jax.random.uniform(key, (n, self.ic_lower.shape[0]), self.dtype)
+        return self.ic_lower + (self.ic_upper - self.ic_lower) * x
 
     def _interior_points(self, key, n):
         z = jax.random.uniform(key, (n, len(self.problem.lower)), self.dtype)

@@ -305,6 +305,14 @@ SITES: dict[Site, Gate | Internal | Input] = {
     Site("pinn/problems/__init__.py", "load_problem_class", ""):
         Gate({"problem": {"name": None, "target": "pinn.problems.base:Bound"}}, "problem.target",
              _problem_target),
+    Site("pinn/problems/base.py", "Problem.check_declarations", ""):
+        Input("the fields the problem class declares: the gate (ProblemConfig) checks them, one "
+              "line naming problem.target (tests/test_steady_systems.py)"),
+    Site("pinn/reference/exact.py", "from_exact", ""):
+        Input("the shape the user's problem class's exact() returns: one line naming the class "
+              "and the expected shape"),
+    Site("pinn/evaluate.py", "accuracy", "accuracy: the network has "):
+        Internal("make_model gives the network one output per field of the problem"),
     Site("pinn/derivatives.py", "parse_derivative", "derivative "):
         Input("a derivative name the problem class declares: the gate (ProblemConfig) parses the "
               "target's `derivatives`, one line naming problem.target"),
@@ -492,6 +500,7 @@ SITES: dict[Site, Gate | Internal | Input] = {
     Site("pinn/report.py", "_load_csv", ""): Input(FILES),
     Site("pinn/report.py", "_load_grid", ""): Input(FILES),
     Site("pinn/report.py", "_load_points", ""): Input(FILES),
+    Site("pinn/report.py", "_fields", ""): Input(FILES),
     Site("pinn/report.py", "_build", ""): Input(FILES),
     Site("pinn/stages/common.py", "invoke", ""):
         Internal("a stage's typer exit status inside the in-process runner"),

@@ -176,7 +176,8 @@ class Problem:
 
     def reference(self, progress: bool = True) -> "Reference":
         """Reference solution with this problem's coefficients (`pinn.reference`); by default
-        `exact` on a grid of the box (`pinn.reference.from_exact`)."""
+        `exact`, every field, on a grid of the box or, where a grid is too big (e.g. more than
+        three inputs), at 2^15 fixed Sobol' points (`pinn.reference.from_exact`)."""
         from pinn.reference import from_exact
 
         return from_exact(self)
@@ -211,6 +212,12 @@ class Problem:
         return self.box.spatial_axes
 
     @property
+    def has_initial(self) -> bool:
+        """Whether any condition is an `Initial` one (else no initial points are drawn: the
+        collocation stage's `ic` set and the trainer's initial batch have no rows)."""
+        return any(isinstance(c, Initial) for c in self.conditions())
+
+    @property
     def domain(self) -> Domain:
         return Domain(jnp.asarray(self.lower), jnp.asarray(self.upper), tuple(self.periodic))
 
@@ -231,8 +238,17 @@ class Problem:
 
     @classmethod
     def check_declarations(cls) -> None:
-        """Raises `ValueError` for a derivative name that is not `<field>_<inputs>` of this
-        problem's fields and box (checked by the params gate, before any stage runs)."""
+        """Raises `ValueError` for fields that are not distinct names (a field named `u` must be
+        the first: a reference stores the first field as `u`, the others by name) or a
+        derivative name that is not `<field>_<inputs>` of this problem's fields and box (checked
+        by the params gate, before any stage runs)."""
+        fields = tuple(cls.fields)
+        if (not fields or len(set(fields)) != len(fields)
+                or not all(isinstance(f, str) and f.isidentifier() for f in fields)
+                or "u" in fields[1:]):
+            raise ValueError(f"{cls.__name__}: fields = {fields}: must be distinct identifiers, "
+                             "at least one, and a field named 'u' must be the first (a reference "
+                             "stores the first field as u, the others by name)")
         for n in cls.derivatives:
             parse_derivative(n, cls.fields, cls.box.names)
 

@@ -12,7 +12,8 @@
   `burgers_cole_hopf`): exact Cole–Hopf solution by Gauss–Hermite quadrature,
   `pinn.reference.cole_hopf`.
 
-- `from_exact(problem)`: a problem's exact solution (`Problem.exact`) on a grid of its box.
+- `from_exact(problem)`: a problem's exact solution (`Problem.exact`), every field, on a grid
+  of its box, or at 2^15 fixed Sobol' points where a grid is too big (`pinn.reference.exact`).
 
 Every solver certifies itself: it solves again at doubled resolution (2× modes and dt/2, or 2×
 quadrature nodes), returns the finer solution and stores the relative L2 difference between the

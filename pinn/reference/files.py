@@ -1,9 +1,11 @@
 """References from files (`reference.file`): `.npz`, MATLAB `.mat`, and whitespace (or comma)
 separated text with `%` header lines, as COMSOL and PINNacle export them.
 
-`read_reference(path, inputs, field="u", time="t", keys=None, columns=None) -> Reference`, where
-`inputs` are the problem's input names in its column order (`Problem.input_names`, time first),
-`field` its first field (the one the pipeline evaluates) and `time` its time column (None: steady).
+`read_reference(path, inputs, field="u", time="t", keys=None, columns=None, others=()) ->
+Reference`, where `inputs` are the problem's input names in its column order
+(`Problem.input_names`, time first), `field` its first field, `others` its further fields (a
+system: each is evaluated too when the file holds it, found by its name or `keys`, and stored
+under the problem's name) and `time` its time column (None: steady).
 Every name below can be renamed with `keys` (`{name the pipeline uses: name in the file}`, e.g.
 `{u: usol, t: tt}`); array and column names are matched exactly, after `keys`.
 
@@ -24,7 +26,7 @@ Layouts:
   points (t, x...) of every time. `% est_rel_error: 1e-6` in the header states the file's error.
 
 All other arrays (or columns) of `u`'s shape are further fields, stored with the reference
-(`Reference.fields`); only `u` is evaluated. An optional `est_rel_error` (0-d array, or the header
+(`Reference.fields`); `u` and the problem's other fields (`others`) are evaluated. An optional `est_rel_error` (0-d array, or the header
 line) is the file's own error estimate; without it the error is unknown (None). Points that form
 a full tensor grid over time-first inputs (t, x[, y]) are stored as that grid (same values; the
 report then draws grid figures); other points stay scattered, as does any reference of a problem
@@ -60,15 +62,32 @@ class _Bad(ValueError):
 
 def read_reference(path: str | Path, inputs: Sequence[str], field: str = "u",
                    time: str | None = "t", keys: Mapping[str, str] | None = None,
-                   columns: Sequence[str] | None = None) -> Reference:
+                   columns: Sequence[str] | None = None, others: Sequence[str] = ()) -> Reference:
     """The reference stored in `path` (see the module doc); raises `ValueError` naming
     `reference.file` and the file."""
     path = Path(path)
+    keys = dict(keys or {})
     try:
-        return _read(path, tuple(inputs), field, time, dict(keys or {}),
-                     None if columns is None else tuple(columns))
+        ref = _read(path, tuple(inputs), field, time, keys,
+                    None if columns is None else tuple(columns))
+        return _named(ref, {keys[f]: f for f in others if keys.get(f, f) != f})
     except ValueError as e:  # _Bad, or the `Reference` built from the file's data
         raise ValueError(f"reference.file = {path.as_posix()!r}: {e}") from None
+
+
+def _named(ref: Reference, renames: dict[str, str]) -> Reference:
+    """`ref` with its further fields named as the problem names them (`{file's name: field}`)."""
+    if not any(name in ref.fields for name in renames):
+        return ref
+    import dataclasses
+
+    fields = {}
+    for name, values in ref.fields.items():
+        if name in renames:
+            fields[renames[name]] = values
+        elif name not in fields:  # (a renamed field wins over a file array of its name)
+            fields[name] = values
+    return dataclasses.replace(ref, fields=fields)
 
 
 def _read(path: Path, inputs: tuple[str, ...], field: str, time: str | None,

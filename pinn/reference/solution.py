@@ -11,8 +11,8 @@ File format (a plain, pickle-free `.npz`, readable with `numpy.load(path, allow_
   solver; for a reference read from a file (`source`), the estimate the file states, or NaN when
   it states none (unknown: `est_rel_error` is then None in Python);
 - `meta_<name>` — 0-d numeric arrays describing the solve (modes, dt, quadrature nodes, ...);
-- `field_<name>` — further fields of a reference read from a file, each of `u`'s shape (stored,
-  not evaluated: the pipeline evaluates `u`);
+- `field_<name>` — further fields, each of `u`'s shape: a system's other fields (`u` is the
+  problem's first field; evaluated with it) or a file's further arrays (stored);
 - `source` — 0-d string, only for a reference read from a file (`pinn.reference.files`): that
   file's path. Such a reference is *not certified* here (no self-convergence check).
 
@@ -87,8 +87,8 @@ class Reference:
     `est_rel_error` is the relative L2 difference (over the whole grid) between this solution and
     an independent solve at half the resolution; `meta` maps str -> number (solver settings).
     A reference read from a file (`source`: its path) is not certified here: `est_rel_error` is
-    what the file states, or None (unknown). `fields` holds a file's further fields (by name, each
-    of `u`'s shape); the pipeline evaluates `u`.
+    what the file states, or None (unknown). `fields` holds further fields (by name, each of `u`'s
+    shape): a system's fields after its first (`u`), evaluated with it, or a file's further arrays.
     """
 
     t: np.ndarray | None

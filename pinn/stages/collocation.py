@@ -13,14 +13,21 @@ from pinn.stages.common import PARAMS, command, problem_of, read_params
 
 
 def collocation_sets(cfg: Params, problem) -> dict[str, np.ndarray]:
-    """The fixed point sets of `cfg.collocation` (float64): interior, initial (spatial) and boundary."""
+    """The fixed point sets of `cfg.collocation` (float64): interior, initial (the spatial columns,
+    all but time; no rows when the problem has no initial condition, e.g. a steady one) and
+    boundary (interior points the conditions move onto their faces)."""
     from pinn.sampling import collocation_points
 
     c = cfg.collocation
     lo, hi = np.asarray(problem.lower, float), np.asarray(problem.upper, float)
+    space = list(problem.spatial_axes)
+    if problem.has_initial:
+        ic = collocation_points(c.method, c.ic_points, lo[space], hi[space], cfg.seed + 1)
+    else:
+        ic = np.zeros((0, len(space)))
     return {
         "interior": collocation_points(c.method, c.num_points, lo, hi, cfg.seed),
-        "ic": collocation_points(c.method, c.ic_points, lo[1:], hi[1:], cfg.seed + 1),
+        "ic": ic,
         "bc": collocation_points(c.method, c.bc_points, lo, hi, cfg.seed + 2),
     }
 

@@ -87,7 +87,8 @@ def read_reference_file(cfg: Params):
     problem = problem_of(cfg)
     ref = cfg.reference
     return read_reference(ref.file, problem.input_names, field=problem.fields[0],
-                          time=problem.box.time, keys=ref.keys, columns=ref.columns)
+                          time=problem.box.time, keys=ref.keys, columns=ref.columns,
+                          others=problem.fields[1:])
 
 
 def require(path: Path, made_by: str) -> Path:
