@@ -464,6 +464,16 @@ class Params(_Section):
         if self.balancing.causal.enabled and problem.steady:
             raise ValueError("balancing.causal.enabled = True: the problem is steady (no time "
                              "axis to weight causally)")
+        for c in problem.conditions():
+            field, axis = getattr(c, "field", None), getattr(c, "axis", None)
+            if field is not None and field not in problem.fields:
+                raise ValueError(f"problem.target = {self.problem.identifier!r}: a {type(c).__name__} "
+                                 f"condition names field {field!r}, not one of the problem's "
+                                 f"fields {problem.fields}")
+            if isinstance(axis, str) and axis not in problem.input_names:
+                raise ValueError(f"problem.target = {self.problem.identifier!r}: a {type(c).__name__} "
+                                 f"condition names axis {axis!r}, not one of the problem's inputs "
+                                 f"{problem.input_names}")
         if problem.steady and problem.has_initial:
             raise ValueError(f"problem.target = {self.problem.identifier!r}: an Initial condition "
                              "in a steady problem (its Box has time=None: there is no initial time)")

@@ -266,6 +266,31 @@ def test_an_initial_condition_in_a_steady_problem_is_refused(user_file, tmp_path
         @dataclass(frozen=True)
         class UNotFirst(SteadyMixed):
             fields: ClassVar[tuple] = ("v", "u")
+
+
+        @dataclass(frozen=True)
+        class NoSuchField(SteadyMixed):
+            def conditions(self):
+                return (Dirichlet("x", field="w"),)
+
+
+        @dataclass(frozen=True)
+        class NoSuchAxis(SteadyMixed):
+            def conditions(self):
+                return (Neumann("z"),)
+
+
+        @dataclass(frozen=True)
+        class FieldP(Problem):
+            box: ClassVar[Box] = Box(("x",), (0.0,), (1.0,), time=None)
+            fields: ClassVar[tuple] = ("p",)
+            derivatives: ClassVar[tuple] = ("p_xx",)
+
+            def residuals(self, d, z):
+                return {"pde": d["p_xx"]}
+
+            def conditions(self):
+                return (Dirichlet("x"),)
     '''))
     with pytest.raises(ConfigError, match=r"^params: problem\.target = 'bad\.py:SteadyWithInitial'"
                                           r": an Initial condition in a steady problem"):
@@ -273,6 +298,18 @@ def test_an_initial_condition_in_a_steady_problem_is_refused(user_file, tmp_path
     with pytest.raises(ConfigError, match=r"problem\.target = 'bad\.py:UNotFirst': fields = "
                                           r"\('v', 'u'\): .*'u' must be the first"):
         validate_params({"problem": {"target": "bad.py:UNotFirst"}})
+    with pytest.raises(ConfigError, match=r"problem\.target = 'bad\.py:NoSuchField': a Dirichlet "
+                                          r"condition names field 'w', not one of the problem's "
+                                          r"fields \('u',\)"):
+        validate_params({"problem": {"target": "bad.py:NoSuchField"}})
+    with pytest.raises(ConfigError, match=r"a Neumann condition names axis 'z', not one of the "
+                                          r"problem's inputs \('x', 'y'\)"):
+        validate_params({"problem": {"target": "bad.py:NoSuchAxis"}})
+    # a condition without `field` applies to the problem's first field, whatever its name
+    p = make_problem("bad.py:FieldP")
+    z = jnp.asarray([[0.3], [0.6]])
+    np.testing.assert_allclose(p.condition_terms(lambda z: 1.0 + z[:, 0], z, z,
+                                                 exact_periodic=False)["bc"], [1, 1, 2, 2])
 
 
 # --- through the pipeline -------------------------------------------------------------------

@@ -104,7 +104,7 @@ class Initial:
     order 1: the time derivative, as for the wave equation). Soft penalty, loss term `term`."""
 
     value: Data = None
-    field: str = "u"
+    field: str | None = None  # None: the problem's first field
     order: int = 0
     term: str = "ic"
 
@@ -116,7 +116,7 @@ class Dirichlet:
     axis: str
     side: Side = "both"
     value: Data = None
-    field: str = "u"
+    field: str | None = None  # None: the problem's first field
     term: str = "bc"
 
 
@@ -128,7 +128,7 @@ class Neumann:
     axis: str
     side: Side = "both"
     value: Data = None
-    field: str = "u"
+    field: str | None = None  # None: the problem's first field
     term: str = "bc"
 
 
@@ -311,7 +311,7 @@ class Problem:
         `ic_x (N, d-1)` (the time column inserted at the initial time); boundary conditions the
         interior points `bc_z (N, d)` with the condition's column moved onto its face(s), lower
         face first."""
-        k = self.fields.index(getattr(c, "field", self.fields[0]))
+        k = self.fields.index(getattr(c, "field", None) or self.fields[0])
 
         def col(a: jax.Array) -> jax.Array:
             return a if a.ndim == 1 else a[:, k]
