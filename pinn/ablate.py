@@ -42,10 +42,20 @@ How a study runs:
    training batch (a cached output) with `dvc.api.open(..., rev=<exp commit>)`. What DVC did
    with each stage (ran / restored from the run cache / unchanged) comes from `dvc queue logs`.
 4. The report (`write_report`): markdown + PNG.
+
+Scale-out (flows/ablation.py `--pool POOL --remote URL`): instead of step 2, each run is a flow
+run on a Prefect work pool's worker, on any machine; the machines share a DVC remote as the cache
+(`share_project`: the study project's default remote, in `.dvc/config.local`; the baseline pushed
+to a git repository they reach). A worker runs it in its own clone (`run_here`: `dvc exp run
+--pull`, so a stage another machine ran is restored from the remote's run cache, then `dvc push
+--run-cache` and `dvc exp push`); the study pulls the experiments back (`pull_experiments`) and
+reads them as in step 3, what DVC did with each stage coming from the worker; the report counts
+the stage runs one worker restored from another's (`across_workers`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as dt
 import difflib
@@ -63,7 +73,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Annotated, Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StringConstraints, ValidationError,
@@ -460,11 +470,16 @@ def study_env(study: Study, root: Path) -> dict[str, str]:
     """Environment of the DVC commands (and so of every stage): `pinn.pipeline.subprocess_env`,
     with the persistent XLA cache shared between the runs (`compile_cache: true`) or off (every
     run compiles its own code, so wall-clock budgets treat every run alike)."""
+    return run_env(root, study.spec.compile_cache)
+
+
+def run_env(root: Path, compile_cache: bool) -> dict[str, str]:
+    """`study_env` of a study project (or a worker's clone of it) at `root`."""
     from pinn.pipeline import subprocess_env
 
     env = subprocess_env()
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
-    env["PINN_JAX_CACHE"] = str(root / ".jax_cache") if study.spec.compile_cache else ""
+    env["PINN_JAX_CACHE"] = str(root / ".jax_cache") if compile_cache else ""
     return env
 
 
@@ -499,7 +514,7 @@ def prepare_project(study: Study, workdir: str | Path | None = None) -> Project:
     """The study's DVC project in `workdir` (default `default_workdir`): this checkout's pipeline
     and the study's base params, committed as the baseline (a new commit only when something
     changed, so a rerun of the study finds its experiments' stages in the run cache)."""
-    from pinn.pipeline import make_project
+    from pinn.pipeline import PROJECT_FILES, make_project
 
     root = make_project(Path(workdir) if workdir is not None else default_workdir(study),
                         study.params_file)
@@ -515,13 +530,30 @@ def prepare_project(study: Study, workdir: str | Path | None = None) -> Project:
         _git(root, env, "config", "user.name", "pinn ablate")
         _git(root, env, "config", "user.email", "ablate@pinn.invalid")
     _dvc(root, env, "config", "core.no_scm", "false")
-    _git(root, env, "add", "--", "dvc.yaml", ".dvcignore", "pinn", "params.yaml", ".gitignore",
-         ".dvc/config", ".dvc/.gitignore")
+    # everything the pipeline reads, committed: queued runs and a work pool's workers (their own
+    # clones) see the baseline commit only
+    _git(root, env, "add", "--", *(p for p in PROJECT_FILES if (root / p).exists()),
+         *_input_files(study, root), "params.yaml", ".gitignore", ".dvc/config",
+         ".dvc/.gitignore")
     if _git(root, env, "diff", "--cached", "--quiet", check=False).returncode != 0 or \
             _git(root, env, "rev-parse", "-q", "--verify", "HEAD", check=False).returncode != 0:
         _git(root, env, "commit", "-q", "-m", f"study {study.name}: baseline")
     head = _git(root, env, "rev-parse", "HEAD").stdout.strip()
     return Project(root, head)
+
+
+def _input_files(study: Study, root: Path) -> list[str]:
+    """The files of the runs' params that the project holds at a relative path (`make_project`
+    copies them): a `problem.target` file, a `reference.file`."""
+    found = set()
+    for run in study.runs:
+        target = (run.params.get("problem") or {}).get("target")
+        reference = (run.params.get("reference") or {}).get("file")
+        for path in (target.rpartition(":")[0] if isinstance(target, str) else None, reference):
+            if isinstance(path, str) and path and not Path(path).is_absolute() \
+                    and (root / path).is_file():
+                found.add(Path(path).as_posix())
+    return sorted(found)
 
 
 def phases(study: Study, jobs: int) -> list[list[Run]]:
@@ -567,6 +599,14 @@ def clear_previous(project: Project, runs: Sequence[Run], env: Mapping[str, str]
     return old
 
 
+def exp_args(study: Study, run: Run) -> list[str]:
+    """The arguments of a run's `dvc exp run` after its name: `-S key=value ...` (its case's and
+    variant's overrides and its seed, on the study's base params) and the study's target."""
+    args = dvc_overrides(study.base_params, run.overrides)
+    target = [study.spec.target] if study.spec.target else []
+    return [a for s in args for a in ("-S", s)] + target
+
+
 def run_phase(project: Project, study: Study, runs: Sequence[Run], jobs: int,
               env: Mapping[str, str], log: Callable[[str], None] = print,
               poll_s: float = 5.0) -> dict[str, str]:
@@ -574,9 +614,7 @@ def run_phase(project: Project, study: Study, runs: Sequence[Run], jobs: int,
     `dvc queue start --jobs N` and wait until each has succeeded or failed. Returns
     {name: "Success" | "Failed"}."""
     for run in runs:
-        args = dvc_overrides(study.base_params, run.overrides)
-        cmd = ["exp", "run", "--queue", "-n", run.name] + [a for s in args for a in ("-S", s)]
-        cmd += [study.spec.target] if study.spec.target else []
+        cmd = ["exp", "run", "--queue", "-n", run.name] + exp_args(study, run)
         log("dvc " + " ".join(shlex.quote(c) for c in cmd))
         _dvc(project.root, env, *cmd)
     names = {r.name for r in runs}
@@ -604,6 +642,214 @@ def run_phase(project: Project, study: Study, runs: Sequence[Run], jobs: int,
 
 
 # ----------------------------------------------------------------------------------------------
+# scale-out: the runs on other machines (Prefect workers, flows/ablation.py), sharing a DVC remote
+
+#: the shared DVC remote's name, in `.dvc/config.local` of the study project and of each worker's
+#: clone (a local setting: the baseline commit, and so the experiments, do not depend on it)
+SHARED_REMOTE = "pinn_shared"
+#: where a worker keeps its clones of study projects (default: see `worker_dir`)
+WORKER_DIR_ENV = "PINN_WORKER_DIR"
+
+
+def location(url: str) -> str:
+    """A remote as given when it is a URL (`s3://...`, `ssh://...`, `user@host:path`), else the
+    absolute path of the directory (workers run elsewhere)."""
+    if "://" in url or re.match(r"^[\w.-]+@[\w.-]+:", url):
+        return url
+    return str(Path(url).expanduser().absolute())
+
+
+def share_project(project: Project, study: Study, remote: str, git_remote: str | None = None,
+                  env: Mapping[str, str] | None = None) -> str:
+    """Make the study project reachable from workers on other machines; returns the git URL they
+    clone. The DVC remote `remote` (any URL DVC takes, or a directory) becomes the project's
+    default remote (`.dvc/config.local`), so the study reads the workers' outputs from it; the
+    baseline commit is pushed to `git_remote` (a git repository, e.g. `git init --bare`, by URL or
+    path) as the branch `pinn-study/<name>`, to which the workers push their experiments. Without
+    `git_remote` the workers clone the project itself, and push into it: its directory must then
+    be reachable from them (this machine, or a shared filesystem)."""
+    env = env or study_env(study, project.root)
+    _dvc(project.root, env, "remote", "add", "--local", "--default", "--force", SHARED_REMOTE,
+         location(remote))
+    if git_remote is None:
+        return str(project.root)
+    url = location(git_remote)
+    _git(project.root, env, "push", "--quiet", url,
+         f"+{project.baseline}:refs/heads/pinn-study/{study.name}")
+    return url
+
+
+def pull_experiments(project: Project, git_url: str, names: Sequence[str],
+                     env: Mapping[str, str]) -> None:
+    """The experiments `names`, as the workers pushed them to `git_url`, into the study project:
+    their git commits only (`dvc exp pull --no-cache`; their outputs stay on the DVC remote, where
+    `dvc.api` finds them). Nothing to do when the workers push into the project itself."""
+    if names and Path(git_url) != project.root:
+        _dvc(project.root, env, "exp", "pull", "--force", "--no-cache", git_url, *names)
+
+
+def worker_dir() -> Path:
+    """Where this machine's worker keeps its clones of study projects: `$PINN_WORKER_DIR`, else
+    `~/.cache/pinn/study-workers/<the Prefect worker's name>` (one per worker, so that two workers
+    on one machine never share a clone)."""
+    if os.environ.get(WORKER_DIR_ENV):
+        return Path(os.environ[WORKER_DIR_ENV]).expanduser().absolute()
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", os.environ.get("PREFECT__WORKER_NAME") or "local")
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "pinn" / "study-workers" / name
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """One holder at a time of the lock file `path` (a worker running two runs of one study at
+    once takes them in turn in its clone)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def checkout_baseline(git_url: str, baseline: str, clone: Path, env: Mapping[str, str]) -> Path:
+    """A clone of the study project at `clone` (made or updated from `git_url`), at the study's
+    baseline commit, its workspace clean (`git clean -x`; DVC's cache, run cache and temporary
+    files in `.dvc/`, and the XLA cache, are kept)."""
+    if not (clone / ".git").exists():
+        clone.parent.mkdir(parents=True, exist_ok=True)
+        _run(["git", "clone", "--quiet", "--no-checkout", git_url, str(clone)], clone.parent,
+             env)
+        _git(clone, env, "config", "user.name", "pinn ablate")  # DVC commits the experiments
+        _git(clone, env, "config", "user.email", "ablate@pinn.invalid")
+    else:
+        _git(clone, env, "remote", "set-url", "origin", git_url)
+        _git(clone, env, "fetch", "--quiet", "origin")
+    if _git(clone, env, "cat-file", "-e", f"{baseline}^{{commit}}", check=False).returncode:
+        raise StudyError(f"{git_url} has no commit {baseline[:10]} (the study's baseline): the "
+                         "study pushes it there first (pinn.ablate.share_project)")
+    _git(clone, env, "checkout", "--quiet", "--force", "--detach", baseline)
+    _git(clone, env, "clean", "-q", "-ffdx", "-e", "/.dvc/", "-e", "/.jax_cache/")
+    return clone
+
+
+def _stream(cmd: Sequence[str], cwd: Path, env: Mapping[str, str],
+            log: Callable[[str], None]) -> tuple[int, str]:
+    """Run `cmd`, passing each line of its output to `log` as it comes; (exit status, output)."""
+    proc = subprocess.Popen(list(cmd), cwd=cwd, env=dict(env), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line.rstrip("\n"))
+        if line.strip():
+            log(line.rstrip())
+    return proc.wait(), "\n".join(lines)
+
+
+#: `push_run_cache`'s second half, run by `python -c` in the project (DVC resolves a run-cache
+#: entry's paths against the working directory): push every object the run-cache entries name
+#: that is in the local cache; prints {"pushed": n, "failed": n}
+_PUSH_ENTRY_OBJECTS = """
+import json, sys
+from pathlib import Path
+from dvc.repo import Repo
+
+objs = set()
+with Repo(".") as repo:
+    runs = Path(repo.stage_cache.cache_dir)
+    for entry in sorted(runs.glob("*/*/*")) if runs.is_dir() else []:
+        try:  # (an entry pulled from the remote whose outputs this machine never needed)
+            used = repo.stage_cache.get_used_objs([(entry.parent.name, entry.name)])
+        except Exception:
+            continue
+        for odb, found in used.items():
+            objs |= {o for o in found if (odb or repo.cache.local).exists(o.value)}
+    result = repo.cloud.push(objs, remote=sys.argv[1])
+print(json.dumps({"pushed": len(result.transferred), "failed": len(result.failed)}))
+"""
+
+
+def push_run_cache(root: Path, env: Mapping[str, str], check: bool = True) -> str:
+    """`dvc push --run-cache` as another machine needs it: the outputs and the run-cache entries,
+    and then every object the entries name that is in this cache. DVC 3 pushes the objects of
+    cached outputs only, while restoring a stage from the run cache needs all its outputs (it
+    keeps a `cache: false` metric or plot, e.g. a training history, in its cache): without them
+    `dvc exp run --pull` elsewhere runs the stage again. Returns what was pushed, in words."""
+    try:
+        _dvc(root, env, "push", "--run-cache")
+        proc = _run([sys.executable, "-c", _PUSH_ENTRY_OBJECTS, SHARED_REMOTE], root, env)
+        counts = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (StudyError, ValueError, IndexError) as e:
+        if check:
+            raise StudyError(f"{root}: pushing the run cache to the DVC remote {SHARED_REMOTE} "
+                             f"failed: {e}") from None
+        return f"push failed: {e}"  # (after a failed run: its own error is what matters)
+    if counts["failed"] and check:
+        raise StudyError(f"{root}: {counts['failed']} run-cache objects could not be pushed to "
+                         f"the DVC remote {SHARED_REMOTE}")
+    return (f"{counts['pushed']} run-cache objects pushed"
+            + (f", {counts['failed']} failed" if counts["failed"] else ""))
+
+
+def condensed(log_text: str, tail: int = 5) -> str:
+    """What `collect` reads in an experiment's DVC output: the lines saying what DVC did with
+    each stage, the error lines, and the last `tail` lines."""
+    lines = log_text.splitlines()
+    keep = [ln for ln in lines if any(p.search(ln) for p in _OUTCOME_PATTERNS.values())
+            or ln.strip().startswith(("error: ", "ERROR"))]
+    return "\n".join(dict.fromkeys(keep + [ln for ln in lines if ln.strip()][-tail:]))
+
+
+def run_here(git_url: str, baseline: str, study: str, name: str, args: Sequence[str],
+             remote: str, compile_cache: bool = False, base: Path | None = None,
+             log: Callable[[str], None] = print) -> dict[str, Any]:
+    """One run of a study on this machine, as a worker's flow run does it (flows/ablation.py): in
+    this worker's clone of the study project (`base`/<study>, default `worker_dir()`; at the
+    baseline, cleaned; one run at a time per clone), the shared DVC remote `remote` its default:
+
+        dvc exp run --pull -n NAME -S ... [target]    a stage another machine ran (and pushed) is
+                                                        restored from the remote's run cache
+        dvc push --run-cache                          its outputs and run-cache entries, for the
+                                                        other machines (also when it failed),
+                                                        and every object the entries name
+                                                        (`push_run_cache`)
+        dvc exp push --force --no-cache origin NAME   the experiment's commit, for the study
+
+    `args`: `exp_args` of the run. Returns {"name", "status" (Success | Failed), "rev", "log"
+    (`condensed` DVC output: what `collect` reads), "error", "clone", "host", "seconds"}."""
+    import socket
+
+    t0 = time.time()
+    clone = (Path(base) if base is not None else worker_dir()) / study
+    with _exclusive(clone.with_name(f".{study}.lock")):
+        env = run_env(clone, compile_cache)
+        checkout_baseline(git_url, baseline, clone, env)
+        _dvc(clone, env, "remote", "add", "--local", "--default", "--force", SHARED_REMOTE,
+             location(remote))
+        if name in _dvc(clone, env, "exp", "ls", "--name-only").stdout.split():
+            _dvc(clone, env, "exp", "remove", name)  # this worker's run of an earlier study run
+        cmd = ["exp", "run", "--pull", "-n", name, *args]
+        log("dvc " + " ".join(shlex.quote(c) for c in cmd))
+        code, text = _stream([sys.executable, "-m", "dvc", *cmd], clone, env, log)
+        pushed = push_run_cache(clone, env, check=code == 0)
+        rev, error = "", ""
+        if code == 0:
+            _dvc(clone, env, "exp", "push", "--force", "--no-cache", "origin", name)
+            refs = _git(clone, env, "for-each-ref", "--format=%(objectname) %(refname)",
+                        f"refs/exps/{baseline[:2]}/{baseline[2:]}").stdout.split("\n")
+            rev = next((ln.split()[0] for ln in refs if ln.endswith(f"/{name}")), "")
+        else:
+            error = _failure_reason(text)
+        log(f"{name}: {'success' if code == 0 else 'failed: ' + error}; {pushed}")
+    return {"name": name, "status": "Success" if code == 0 else "Failed", "rev": rev,
+            "log": condensed(text), "error": error, "clone": str(clone),
+            "host": socket.gethostname(), "seconds": round(time.time() - t0, 1)}
+
+
+# ----------------------------------------------------------------------------------------------
 # reading results back from DVC
 
 
@@ -622,6 +868,10 @@ class Result:
     curve: list[dict] = field(default_factory=list)  # pinn.curves.curve
     outcomes: dict[str, str] = field(default_factory=dict)  # stage -> ran|restored|unchanged
     error: str = ""
+    worker: str = ""  # the Prefect worker that ran it ("": this machine's DVC queue)
+    #: stage -> its entry in the experiment's dvc.lock (cmd, deps, params; JSON): equal entries
+    #: are the same stage run, wherever it ran
+    locks: dict[str, str] = field(default_factory=dict)
 
     @property
     def final_rel_l2(self) -> float:
@@ -694,24 +944,40 @@ def _params_mismatch(expected: Any, got: Any, path: str = "") -> str | None:
     return None if same else f"{path}: the study asked for {expected!r}, DVC ran {got!r}"
 
 
+def lock_entries(project: Project, rev: str, env: Mapping[str, str]) -> dict[str, str]:
+    """{stage: its dvc.lock entry less the outputs (cmd, deps, params), as JSON} of an
+    experiment's commit: two experiments with equal entries ran (or restored) the same stage."""
+    text = git_file(project, rev, "dvc.lock", env)
+    stages = ((yaml.safe_load(text) or {}).get("stages") or {}) if text else {}
+    return {name: json.dumps({k: v for k, v in entry.items() if k != "outs"}, sort_keys=True)
+            for name, entry in stages.items()}
+
+
 def collect(project: Project, study: Study, statuses: Mapping[str, str],
-            env: Mapping[str, str]) -> list[Result]:
+            env: Mapping[str, str], logs: Mapping[str, str] | None = None,
+            workers: Mapping[str, str] | None = None) -> list[Result]:
     """Every run's result, read back from DVC: params and metrics (`dvc exp show --json`; the
     params are checked against the study's), histories (`git show` of the experiment's commit),
-    the stages' outcomes (`dvc queue logs`)."""
+    the stages' outcomes (`dvc queue logs`, or `logs`: {name: DVC's output}, for runs that a
+    worker ran) and the worker of each (`workers`: {name: worker})."""
     import pandas as pd
 
     from pinn.curves import curve
 
     shown = exp_show(project, env)
+    workers = workers or {}
     results = []
     for run in study.runs:
-        logs = _dvc(project.root, env, "queue", "logs", run.name, check=False)
-        log_text = logs.stdout + logs.stderr
+        if logs is None:
+            proc = _dvc(project.root, env, "queue", "logs", run.name, check=False)
+            log_text = proc.stdout + proc.stderr
+        else:
+            log_text = logs.get(run.name, "")
         status = statuses.get(run.name, "Failed")
         if status != "Success" or run.name not in shown:
             results.append(Result(run, "Failed", outcomes=stage_outcomes(log_text),
-                                  error=_failure_reason(log_text)))
+                                  error=_failure_reason(log_text),
+                                  worker=workers.get(run.name, "")))
             continue
         exp = shown[run.name]
         why = _params_mismatch(run.params, exp["params"])
@@ -729,7 +995,8 @@ def collect(project: Project, study: Study, statuses: Mapping[str, str],
         refine = pd.read_csv(io.StringIO(text)) if text else None
         results.append(Result(run, "Success", exp["rev"], exp["params"], exp["metrics"], levels,
                               histories, refine, curve(histories, refine),
-                              stage_outcomes(log_text)))
+                              stage_outcomes(log_text), worker=workers.get(run.name, ""),
+                              locks=lock_entries(project, exp["rev"], env)))
     return results
 
 
@@ -816,6 +1083,13 @@ class Reuse:
     reused: int  # restored from the run cache or unchanged
     saved_s: float  # recorded training/refinement wall-clock of reused train/refine stages
     spent_s: float  # ... of the train/refine stages that ran
+    #: stage -> how many of its restores were on a worker other than every worker that ran it
+    #: (so through the shared DVC remote's run cache); empty when no worker ran the study
+    across_workers: dict = field(default_factory=dict)
+
+    @property
+    def across(self) -> int:
+        return sum(self.across_workers.values())
 
 
 def _stage_seconds(result: Result, stage: str) -> float | None:
@@ -849,7 +1123,26 @@ def reuse(results: Sequence[Result]) -> Reuse:
                     saved += seconds
     ran = sum(c[RAN] for c in per_stage.values())
     reused = sum(c[RESTORED] + c[UNCHANGED] for c in per_stage.values())
-    return Reuse(per_stage, ran, reused, saved, spent)
+    return Reuse(per_stage, ran, reused, saved, spent, across_workers(results))
+
+
+def across_workers(results: Sequence[Result]) -> dict[str, int]:
+    """{stage: restores of it on a worker that never ran that stage run}: a stage run is its
+    dvc.lock entry (`Result.locks`); restored where no run of it ran, it came from another
+    machine, through the shared DVC remote's run cache. Empty unless workers ran the study."""
+    ok = [r for r in results if r.status == "Success" and r.worker]
+    ran_on: dict[tuple[str, str], set[str]] = {}
+    for r in ok:
+        for stage, outcome in r.outcomes.items():
+            if outcome == RAN and stage in r.locks:
+                ran_on.setdefault((stage, r.locks[stage]), set()).add(r.worker)
+    out: dict[str, int] = {}
+    for r in ok:
+        for stage, outcome in r.outcomes.items():
+            where = ran_on.get((stage, r.locks.get(stage, "")))
+            if outcome == RESTORED and where and r.worker not in where:
+                out[stage] = out.get(stage, 0) + 1
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1070,7 +1363,11 @@ def write_report(study: Study, project: Project, results: list[Result], out: str
         f"load average {meta['load_start']:.1f} at the start, {meta['load_end']:.1f} at the end "
         f"(the machine may have been shared: wall-clock figures are inflated by the load).",
         f"- **Date**: {meta['started']} to {meta['finished']} (UTC), {meta['wall_s'] / 60:.1f} min; "
-        f"{meta['jobs']} experiment(s) at a time (`dvc queue start --jobs {meta['jobs']}`); "
+        + (f"{meta['jobs']} experiment(s) at a time (`dvc queue start --jobs {meta['jobs']}`); "
+           if not meta.get("pool") else
+           f"run by the Prefect workers of work pool `{meta['pool']}` "
+           f"({', '.join(f'`{w}`' for w in sorted({r.worker for r in results if r.worker}))}), "
+           f"sharing the DVC remote `{meta.get('remote', '')}`; ")
         + ("persistent XLA cache shared between runs (wall-clock excludes most compilation after "
            "a configuration's first run)." if spec.compile_cache else
            "no XLA cache shared between runs: every run compiles its own code, and its "
@@ -1144,6 +1441,7 @@ def write_report(study: Study, project: Project, results: list[Result], out: str
             md += [f"![loss weights{suffix}]({path.name})", "", caption, ""]
 
     total = used.ran + used.reused
+    pooled = any(r.worker for r in results)
     md += ["## What DVC reused", "",
            f"{used.reused} of {total} stage runs were reused "
            f"({100.0 * used.reused / total if total else 0:.0f}%: restored from DVC's run cache or "
@@ -1152,10 +1450,20 @@ def write_report(study: Study, project: Project, results: list[Result], out: str
            f"{used.saved_s:.0f} s of recorded wall-clock when they ran (the training that did run "
            f"took {used.spent_s:.0f} s); the reused reference, collocation, init, evaluate and "
            "report stages are counted but not timed, so this is a lower bound. Source: "
-           "`dvc queue logs <experiment>` (\"Running stage\", \"is cached - skipping run\", "
-           "\"didn't change, skipping\").", ""]
-    md += _table(["stage", "ran", "restored from run cache", "unchanged"],
-                 [[s, c[RAN], c[RESTORED], c[UNCHANGED]] for s, c in used.per_stage.items()])
+           + ("`dvc queue logs <experiment>`" if not pooled else
+              "each worker's `dvc exp run --pull` output") +
+           " (\"Running stage\", \"is cached - skipping run\", \"didn't change, skipping\").",
+           ""]
+    if pooled:
+        md += [f"{used.across} of the restored stage runs were restored on a worker that did "
+               "not run them: another machine ran the stage and pushed it (`dvc push "
+               "--run-cache`), and this one took it from the shared DVC remote's run cache (`dvc "
+               "exp run --pull`). A stage run is its entry in the experiments' `dvc.lock`.", ""]
+    md += _table(["stage", "ran", "restored from run cache", "unchanged"]
+                 + (["restored from another worker"] if pooled else []),
+                 [[s, c[RAN], c[RESTORED], c[UNCHANGED]]
+                  + ([used.across_workers.get(s, 0)] if pooled else [])
+                  for s, c in used.per_stage.items()])
     md += ["", "## Experiments", "",
            "Every run as DVC has it (`dvc exp show` in the project; `git show <commit>:<path>` for "
            "its files).", ""]
@@ -1168,9 +1476,10 @@ def write_report(study: Study, project: Project, results: list[Result], out: str
                      f"`{r.rev[:7]}`" if r.rev else "-",
                      _fmt(r.final_rel_l2) if r.status == "Success" else f"failed: {r.error}",
                      f"{r.curve[-1]['wall_s']:.1f}" if r.curve else "-",
-                     f"{ran} / {len(counted) - ran}"])
+                     f"{ran} / {len(counted) - ran}"] + ([r.worker or "-"] if pooled else []))
     md += _table(["experiment", "case", "variant", "seed", "commit", "final rel L2",
-                  "training wall-clock [s]", "stages ran / reused"], rows)
+                  "training wall-clock [s]", "stages ran / reused"]
+                 + (["worker"] if pooled else []), rows)
     md += ["", "Overrides per variant (`dvc exp run -S`, on top of the base params):", ""]
     for case in study.cases:
         for variant, ov in spec.variants.items():
