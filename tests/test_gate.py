@@ -375,15 +375,12 @@ SITES: dict[Site, Gate | Internal | Input] = {
     Site("pinn/reference/files.py", "_read_mat", "not a readable .mat file ("): Input(REFERENCE_FILE),
     Site("pinn/reference/files.py", "_numeric", "array "): Input(REFERENCE_FILE),
     Site("pinn/reference/files.py", "_vector", "array "): Input(REFERENCE_FILE),
-    Site("pinn/reference/files.py", "_from_arrays", ""): Input(REFERENCE_FILE),
     Site("pinn/reference/files.py", "_from_arrays", "array "): Input(REFERENCE_FILE),
     Site("pinn/reference/files.py", "_from_arrays.get", "array "): Input(REFERENCE_FILE),
     Site("pinn/reference/files.py", "_stated_error", "array "): Input(REFERENCE_FILE),
     Site("pinn/reference/files.py", "_read_text", ""): Input(REFERENCE_FILE),
     Site("pinn/reference/files.py", "_read_text", "not a readable text file ("): Input(REFERENCE_FILE),
     Site("pinn/reference/files.py", "_read_text", "no data rows (only header line"):
-        Input(REFERENCE_FILE),
-    Site("pinn/reference/files.py", "_read_text", "data rows are not a table of n"):
         Input(REFERENCE_FILE),
     Site("pinn/reference/files.py", "_read_text", "reference.columns names "): Input(REFERENCE_FILE),
     Site("pinn/reference/files.py", "_float", ""): Input(REFERENCE_FILE),
@@ -402,6 +399,15 @@ SITES: dict[Site, Gate | Internal | Input] = {
         Internal("the stages use the solver's default resolution"),
     Site("pinn/reference/spectral.py", "allen_cahn_2d", "need modes >= 4, dt > 0, n_out"):
         Internal("the stages use the solver's default resolution"),
+    Site("pinn/reference/spectral.py", "periodic_1d", "domain must be (x0, x1) with x"):
+        Internal("called by a problem's reference() with its own box (examples/kdv)"),
+    Site("pinn/reference/spectral.py", "periodic_1d", "need modes >= 4 and dt > 0, go"):
+        Internal("called with kdv_resolution's or the solver's default resolution"),
+    Site("pinn/reference/spectral.py", "linear_symbol", "linear: derivative orders must"):
+        Internal("the orders are constants of the calling problem's code (examples/kdv)"),
+    Site("pinn/reference/spectral.py", "kdv_resolution", "dispersion must be > 0, got "):
+        Internal("the KdV problem's coefficient_bounds (dispersion >= 0.01) are checked by the "
+                 "gate first"),
     # --- sampling
     Site("pinn/sampling.py", "_box", "domain: lower "): Internal(GEOMETRY),
     Site("pinn/sampling.py", "_box", "domain: need upper > lower on "): Internal(GEOMETRY),

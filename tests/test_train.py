@@ -140,8 +140,8 @@ def test_cascade_then_refine_end_to_end(tmp_path):
     params.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     project = pipeline.make_project(tmp_path / "project", params)
     ran = pipeline.run_in_process(project)
-    assert ran == ["params", "reference", "collocation", "init", "train@level0", "train@level1",
-                   "refine", "evaluate", "report"]
+    assert ran == ["params", "plots_page", "reference", "collocation", "init", "train@level0",
+                   "train@level1", "refine", "evaluate", "report"]
 
     level0 = pd.read_csv(project / "data/train/level0/history.csv")
     level1 = pd.read_csv(project / "data/train/level1/history.csv")
