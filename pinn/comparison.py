@@ -95,16 +95,32 @@ def comparison_section(root: str | Path, problem: str, link_from: str | Path | N
               f"`{case}`, finished {study.finished}, seeds "
               f"{', '.join(str(s) for s in study.meta.get('seeds', []))}); its full report: "
               f"[{where.as_posix()}]({where.as_posix()}). Final rel L2 over seeds; the ratio is to "
-              f"the study's baseline variant `{base}` (below 1: better). These are the study's "
-              "settings, not this run's.", "",
-              "| variant | final rel L2: mean [min – max] | mean / baseline |", "|---|---|---|"]
+              f"the study's baseline variant `{base}` (below 1: better); a difference counts only "
+              "where the seeds' ranges do not overlap. These are the study's settings, not this "
+              "run's.", "",
+              "| variant | final rel L2: mean [min – max] | mean / baseline | vs baseline |",
+              "|---|---|---|---|"]
     ref = float(by_variant[base]["mean"])
     for v in variants:
         r = by_variant[v]
         ratio = float(r["mean"]) / ref if ref > 0 and math.isfinite(ref) else float("nan")
-        lines.append(f"| {v} | {_spread(r)} | {ratio:.2f} |" if math.isfinite(ratio)
-                     else f"| {v} | {_spread(r)} | – |")
+        shown = f"{ratio:.2f}" if math.isfinite(ratio) else "–"
+        lines.append(f"| {v} | {_spread(r)} | {shown} | "
+                     f"{'(the baseline)' if v == base else verdict(r, by_variant[base])} |")
     return lines + [""]
+
+
+def verdict(row, base) -> str:
+    """Better / worse than the baseline only where the min–max ranges over seeds are disjoint."""
+    lo, hi = float(row["min"]), float(row["max"])
+    base_lo, base_hi = float(base["min"]), float(base["max"])
+    if not all(math.isfinite(v) for v in (lo, hi, base_lo, base_hi)):
+        return "–"
+    if hi < base_lo:
+        return "better (ranges disjoint)"
+    if lo > base_hi:
+        return "worse (ranges disjoint)"
+    return "no clear difference (ranges overlap)"
 
 
 def _relative(path: Path, start: Path) -> str:

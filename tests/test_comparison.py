@@ -57,11 +57,19 @@ def test_the_latest_study_of_the_runs_problem_is_shown_against_its_baseline(tmp_
                                         link_from=tmp_path / "report"))
     assert "**new**" in text and "case `burgers`" in text and "2026-06-01" in text
     assert "(../results/new/report.md)" in text
-    assert "| base | 2.00e-03 [1.00e-03 – 3.00e-03] (n = 3) | 1.00 |" in text
-    assert "| rad | 4.00e-03 [4.00e-03 – 4.00e-03] (n = 3) | 2.00 |" in text  # worse: said so
+    assert "| base | 2.00e-03 [1.00e-03 – 3.00e-03] (n = 3) | 1.00 | (the baseline) |" in text
+    assert "| rad | 4.00e-03 [4.00e-03 – 4.00e-03] (n = 3) | 2.00 | worse (ranges disjoint) |" in text
 
     ac = "\n".join(comparison_section(tmp_path / "results", "allen_cahn_1d"))
-    assert "**newest-ac**" in ac and "| rad | 1.00e-01" in ac and "| 0.20 |" in ac
+    assert "**newest-ac**" in ac and "| rad | 1.00e-01" in ac and "| 0.20 | better (ranges" in ac
+
+
+def test_overlapping_seed_ranges_are_no_clear_difference(tmp_path):
+    write_results(tmp_path, "s", "2026-06-01T00:00:00+00:00",
+                  {("burgers", "base"): [1e-3, 2e-3, 3e-3], ("burgers", "rad"): [2.5e-3, 4e-3, 5e-3]},
+                  cases=("burgers",))
+    text = "\n".join(comparison_section(tmp_path / "results", "burgers_1d"))
+    assert "| rad | 3.83e-03 [2.50e-03 – 5.00e-03] (n = 3) | 1.92 | no clear difference" in text
 
 
 def test_no_study_of_the_problem_is_said(tmp_path):
