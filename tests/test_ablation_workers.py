@@ -20,21 +20,19 @@ there), counted in the report's reuse figures.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 import pytest
 import yaml
 
 from conftest import ROOT, TINY_PARAMS
+from _prefect import prefect_server, stop as _stop
 
 from flows import ablation as ablation_flow  # first: sets the Prefect defaults
 from pinn import ablate
@@ -192,64 +190,12 @@ POOL = "pinn-test-pool"
 WORKERS = ("worker-a", "worker-b")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None,
-          log: Path | None = None, poll: float = 1.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            break
-        time.sleep(poll)
-    tail = log.read_text()[-4000:] if log is not None and log.exists() else ""
-    raise AssertionError(f"{what}: not within {timeout:.0f} s\n{tail}")
 
 
-def _stop(proc: subprocess.Popen | None) -> None:
-    if proc is not None and proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
 
 
-@contextlib.contextmanager
-def prefect_server(tmp_path: Path, env: dict[str, str]) -> Iterator[dict[str, str]]:
-    """`prefect server start` on 127.0.0.1 and a free port, PREFECT_HOME in `tmp_path`; yields
-    `env` with PREFECT_API_URL pointing at it, once it answers /health."""
-    import httpx
-
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = dict(env, PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=api,
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false",
-               PREFECT_LOGGING_LEVEL="INFO", PREFECT_WORKER_QUERY_SECONDS="2")
-    env.pop("PREFECT_API_KEY", None)
-    log = tmp_path / "server.log"
-    server = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start",
-                               "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, cwd=tmp_path, stdout=log.open("w"), stderr=subprocess.STDOUT)
-
-    def healthy() -> bool:
-        try:
-            return httpx.get(f"{api}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        _wait(healthy, 180, "prefect server start", server, log)
-        yield env
-    finally:
-        _stop(server)
 
 
 def _finals(report_dir: Path) -> dict[str, float]:
@@ -286,7 +232,7 @@ def test_a_study_runs_on_two_workers_sharing_a_dvc_remote(tmp_path, pipeline_env
         env=pipeline_env, cwd=ROOT, stdout=logs["local"].open("w"), stderr=subprocess.STDOUT)
     procs.append(local)
     try:
-        with prefect_server(tmp_path, pipeline_env) as env:
+        with prefect_server(tmp_path, pipeline_env, PREFECT_WORKER_QUERY_SECONDS="2") as env:
             prefect = str(Path(sys.executable).parent / "prefect")
             create = subprocess.run([prefect, "work-pool", "create", POOL, "--type", "process"],
                                     env=env, cwd=tmp_path, capture_output=True, text=True,

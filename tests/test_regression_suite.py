@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import socket
 import subprocess
 import sys
 import textwrap
@@ -22,6 +21,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, TINY_PARAMS
+from _prefect import prefect_server as real_prefect_server, stop, wait as _wait
 
 from flows import regression as R  # first: sets the Prefect defaults
 from flows.pipeline import _run_logged
@@ -500,24 +500,8 @@ def test_update_baseline_needs_three_seeds(tmp_path, prefect_server):
 # the schedule, for real
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None,
-          log: Path | None = None):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            break
-        time.sleep(1.0)
-    tail = log.read_text()[-3000:] if log is not None and log.exists() else ""
-    raise AssertionError(f"{what}: not within {timeout:.0f} s\n{tail}")
 
 
 @pytest.mark.slow
@@ -529,124 +513,102 @@ def test_served_on_a_cron_by_a_real_server_runs_and_fails_on_a_stricter_baseline
     Completed (its log shows the stages' progress lines); a second run, with a stricter baseline,
     ends Failed with a message naming the case and metric. Then the way for another machine: a
     process work pool, `--deploy` to it, `prefect worker start`: its run ends Completed."""
-    import httpx
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = dict(pipeline_env, PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=api,
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false",
-               PREFECT_LOGGING_LEVEL="INFO")
-    env.pop("PREFECT_API_KEY", None)
-    server_log, serve_log = tmp_path / "server.log", tmp_path / "serve.log"
-    worker_log = tmp_path / "worker.log"
+    serve_log, worker_log = tmp_path / "serve.log", tmp_path / "worker.log"
     prefect = str(Path(sys.executable).parent / "prefect")
-    server = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port",
-                               str(port)], env=env, cwd=tmp_path, stdout=server_log.open("w"),
-                              stderr=subprocess.STDOUT)
     serve = worker = None
-    try:
-        def healthy():
-            try:
-                return httpx.get(f"{api}/health", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
+    with real_prefect_server(tmp_path, pipeline_env) as env:
+        api = env["PREFECT_API_URL"]
+        try:
+            suite = R.load_suite(tiny_suite(tmp_path))
+            metrics_guess = [{"rel_l2": 10.0 * f, "max_abs": 100.0 * f} for f in (1, 2, 3)]
+            loose = baseline_file(tmp_path / "loose.json", suite, metrics_guess)
+            strict = baseline_file(tmp_path / "strict.json", suite, [
+                {"rel_l2": 1e-9 * f, "max_abs": 100.0 * f} for f in (1, 2, 3)])
+            workdir = tmp_path / "work"
+            serve = subprocess.Popen(
+                [sys.executable, "-m", "flows.regression", "--serve", "--cron", "0 3 * * *",
+                 "--name", "test-nightly", "--suite", str(suite.path), "--baseline", str(loose),
+                 "--history", str(tmp_path / "history.jsonl"), "--trend", str(tmp_path / "trend.png"),
+                 "--workdir", str(workdir)],
+                env=env, cwd=ROOT, stdout=serve_log.open("w"), stderr=subprocess.STDOUT)
 
-        _wait(healthy, 120, "prefect server start", server, server_log)
+            with temporary_settings(updates={PREFECT_API_URL: api}):
+                def deployment():
+                    with get_client(sync_client=True) as client:
+                        try:
+                            return client.read_deployment_by_name("pinn-regression/test-nightly")
+                        except Exception:  # not registered yet
+                            return None
 
-        suite = R.load_suite(tiny_suite(tmp_path))
-        metrics_guess = [{"rel_l2": 10.0 * f, "max_abs": 100.0 * f} for f in (1, 2, 3)]
-        loose = baseline_file(tmp_path / "loose.json", suite, metrics_guess)
-        strict = baseline_file(tmp_path / "strict.json", suite, [
-            {"rel_l2": 1e-9 * f, "max_abs": 100.0 * f} for f in (1, 2, 3)])
-        workdir = tmp_path / "work"
-        serve = subprocess.Popen(
-            [sys.executable, "-m", "flows.regression", "--serve", "--cron", "0 3 * * *",
-             "--name", "test-nightly", "--suite", str(suite.path), "--baseline", str(loose),
-             "--history", str(tmp_path / "history.jsonl"), "--trend", str(tmp_path / "trend.png"),
-             "--workdir", str(workdir)],
-            env=env, cwd=ROOT, stdout=serve_log.open("w"), stderr=subprocess.STDOUT)
+                found = _wait(deployment, 120, "the served deployment", serve, serve_log)
+                assert found.schedules and found.schedules[0].schedule.cron == "0 3 * * *"
 
-        with temporary_settings(updates={PREFECT_API_URL: api}):
-            def deployment():
+                def finish(parameters):
+                    run = run_deployment("pinn-regression/test-nightly", parameters=parameters,
+                                         timeout=0)
+
+                    def final():
+                        with get_client(sync_client=True) as client:
+                            state = client.read_flow_run(run.id).state
+                        return state if state is not None and state.is_final() else None
+
+                    return run.id, _wait(final, 240, f"flow run {run.id}", serve, serve_log)
+
+                _, state = finish({})
+                assert state.type.value == "COMPLETED", (state, serve_log.read_text()[-3000:])
+                logs: list[str] = []
+                with get_client(sync_client=True) as client:  # this server's only run so far (its
+                    while True:                               # stages log under its subflow run)
+                        page = client.read_logs(offset=len(logs))
+                        if not page:
+                            break
+                        logs += [log.message for log in page]
+                assert any(m.startswith("train level0: step 10/40") and "steps/s" in m for m in logs)
+                assert any(m.startswith("refine lbfgs: iteration 10/20") for m in logs)
+                assert [r["status"] for r in R.read_history(tmp_path / "history.jsonl")] == ["passed"]
+
+                _, state = finish({"baseline_path": str(strict), "rerun": False})
+                assert state.type.value == "FAILED"
+                assert "tiny: rel_l2 = " in state.message and "baseline 2e-09" in state.message, \
+                    state.message
+                records = R.read_history(tmp_path / "history.jsonl")
+                assert [r["status"] for r in records] == ["passed", "failed"]
+
+                # the README's way for another machine: a work pool, a deployment of it, a worker
+                create = subprocess.run([prefect, "work-pool", "create", "test-pool", "--type",
+                                         "process"], env=env, cwd=tmp_path, capture_output=True,
+                                        text=True, timeout=120)
+                assert create.returncode == 0, create.stdout + create.stderr
+                deployed = subprocess.run(
+                    [sys.executable, "-m", "flows.regression", "--deploy", "test-pool", "--name",
+                     "pooled", "--cron", "0 4 * * *", "--suite", str(suite.path), "--baseline",
+                     str(loose), "--history", str(tmp_path / "history.jsonl"), "--trend",
+                     str(tmp_path / "trend.png"), "--workdir", str(workdir), "--no-rerun"],
+                    env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+                assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+                assert "prefect worker start --pool test-pool" in deployed.stdout
+                worker = subprocess.Popen([prefect, "worker", "start", "--pool", "test-pool"],
+                                          env=env, cwd=tmp_path, stdout=worker_log.open("w"),
+                                          stderr=subprocess.STDOUT)
                 with get_client(sync_client=True) as client:
-                    try:
-                        return client.read_deployment_by_name("pinn-regression/test-nightly")
-                    except Exception:  # not registered yet
-                        return None
+                    pooled = client.read_deployment_by_name("pinn-regression/pooled")
+                assert pooled.work_pool_name == "test-pool"
+                assert pooled.schedules[0].schedule.cron == "0 4 * * *"
+                run = run_deployment("pinn-regression/pooled", timeout=0)
 
-            found = _wait(deployment, 120, "the served deployment", serve, serve_log)
-            assert found.schedules and found.schedules[0].schedule.cron == "0 3 * * *"
-
-            def finish(parameters):
-                run = run_deployment("pinn-regression/test-nightly", parameters=parameters,
-                                     timeout=0)
-
-                def final():
+                def pooled_final():
                     with get_client(sync_client=True) as client:
                         state = client.read_flow_run(run.id).state
                     return state if state is not None and state.is_final() else None
 
-                return run.id, _wait(final, 240, f"flow run {run.id}", serve, serve_log)
-
-            _, state = finish({})
-            assert state.type.value == "COMPLETED", (state, serve_log.read_text()[-3000:])
-            logs: list[str] = []
-            with get_client(sync_client=True) as client:  # this server's only run so far (its
-                while True:                               # stages log under its subflow run)
-                    page = client.read_logs(offset=len(logs))
-                    if not page:
-                        break
-                    logs += [log.message for log in page]
-            assert any(m.startswith("train level0: step 10/40") and "steps/s" in m for m in logs)
-            assert any(m.startswith("refine lbfgs: iteration 10/20") for m in logs)
-            assert [r["status"] for r in R.read_history(tmp_path / "history.jsonl")] == ["passed"]
-
-            _, state = finish({"baseline_path": str(strict), "rerun": False})
-            assert state.type.value == "FAILED"
-            assert "tiny: rel_l2 = " in state.message and "baseline 2e-09" in state.message, \
-                state.message
-            records = R.read_history(tmp_path / "history.jsonl")
-            assert [r["status"] for r in records] == ["passed", "failed"]
-
-            # the README's way for another machine: a work pool, a deployment of it, a worker
-            create = subprocess.run([prefect, "work-pool", "create", "test-pool", "--type",
-                                     "process"], env=env, cwd=tmp_path, capture_output=True,
-                                    text=True, timeout=120)
-            assert create.returncode == 0, create.stdout + create.stderr
-            deployed = subprocess.run(
-                [sys.executable, "-m", "flows.regression", "--deploy", "test-pool", "--name",
-                 "pooled", "--cron", "0 4 * * *", "--suite", str(suite.path), "--baseline",
-                 str(loose), "--history", str(tmp_path / "history.jsonl"), "--trend",
-                 str(tmp_path / "trend.png"), "--workdir", str(workdir), "--no-rerun"],
-                env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
-            assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-            assert "prefect worker start --pool test-pool" in deployed.stdout
-            worker = subprocess.Popen([prefect, "worker", "start", "--pool", "test-pool"],
-                                      env=env, cwd=tmp_path, stdout=worker_log.open("w"),
-                                      stderr=subprocess.STDOUT)
-            with get_client(sync_client=True) as client:
-                pooled = client.read_deployment_by_name("pinn-regression/pooled")
-            assert pooled.work_pool_name == "test-pool"
-            assert pooled.schedules[0].schedule.cron == "0 4 * * *"
-            run = run_deployment("pinn-regression/pooled", timeout=0)
-
-            def pooled_final():
-                with get_client(sync_client=True) as client:
-                    state = client.read_flow_run(run.id).state
-                return state if state is not None and state.is_final() else None
-
-            state = _wait(pooled_final, 180, "the worker's flow run", worker, worker_log)
-            assert state.type.value == "COMPLETED", worker_log.read_text()[-3000:]
-            assert [r["status"] for r in R.read_history(tmp_path / "history.jsonl")] == [
-                "passed", "failed", "passed"]
-    finally:
-        for proc in (worker, serve, server):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                state = _wait(pooled_final, 180, "the worker's flow run", worker, worker_log)
+                assert state.type.value == "COMPLETED", worker_log.read_text()[-3000:]
+                assert [r["status"] for r in R.read_history(tmp_path / "history.jsonl")] == [
+                    "passed", "failed", "passed"]
+        finally:
+            for proc in (worker, serve):
+                stop(proc)

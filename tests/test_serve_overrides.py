@@ -15,20 +15,18 @@ before any task, and creates no experiment.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from conftest import ROOT, TINY_PARAMS, dvc, output_of, run
+from _prefect import prefect_server, stop as _stop, wait as _wait
 
 from flows import ablation as ablation_module  # first: sets the Prefect defaults
 from flows import pipeline as pipeline_module
@@ -166,64 +164,12 @@ def test_dvc_exp_run_output_is_read_per_stage():
 # for real: a Prefect server, the served deployment, runs from the API
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None,
-          log: Path | None = None, poll: float = 0.5):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            break
-        time.sleep(poll)
-    tail = log.read_text()[-4000:] if log is not None and log.exists() else ""
-    raise AssertionError(f"{what}: not within {timeout:.0f} s\n{tail}")
 
 
-@contextlib.contextmanager
-def prefect_server(tmp_path: Path, env: dict[str, str]) -> Iterator[dict[str, str]]:
-    """`prefect server start` on 127.0.0.1 and a free port, PREFECT_HOME in `tmp_path`; yields
-    `env` with PREFECT_API_URL pointing at it, once it answers /health."""
-    import httpx
-
-    api = f"http://127.0.0.1:{_free_port()}/api"
-    env = dict(env, PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=api,
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false",
-               PREFECT_LOGGING_LEVEL="INFO")
-    env.pop("PREFECT_API_KEY", None)
-    log = tmp_path / "server.log"
-    port = api.rsplit(":", 1)[1].split("/")[0]
-    server = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start",
-                               "--host", "127.0.0.1", "--port", port],
-                              env=env, cwd=tmp_path, stdout=log.open("w"), stderr=subprocess.STDOUT)
-
-    def healthy() -> bool:
-        try:
-            return httpx.get(f"{api}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        _wait(healthy, 120, "prefect server start", server, log)
-        yield env
-    finally:
-        _stop(server)
 
 
-def _stop(proc: subprocess.Popen | None) -> None:
-    if proc is not None and proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
 
 
 def experiments(project: Path, env: dict[str, str]) -> dict[str, dict]:
