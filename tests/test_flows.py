@@ -226,7 +226,8 @@ def test_pipeline_flow_fails_at_once_on_a_user_error_in_a_stage(
             flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run]), name={"any_": ["refine"]}))[0]
     assert refine_run.run_count == 1  # not retried
     assert refine_run.state.message == state.message
-    upstream = ["params", "reference", "collocation", "init", "train@level0", "train@level1"]
+    upstream = ["params", "plots_page", "reference", "collocation", "init", "train@level0",
+                "train@level1"]
     assert task_runs(flow_run) == {**{s: "COMPLETED" for s in upstream}, "refine": "FAILED"}
     stages_table = json.loads(artifacts(flow_run)["pinn-stages"])
     assert [(r["stage"], r["outcome"]) for r in stages_table] == (
