@@ -164,11 +164,21 @@ def at_budget(curve: list[dict], budget: float) -> float | None:
     return None if v != v else v
 
 
-def score(run: dict) -> dict:
+def score(run: dict, peer_final: float) -> dict:
+    """`peer_final`: the peer's final rel L2 in the same round (how long each side takes to the
+    accuracy the peer ends at; the peer's own time is when its curve first gets there)."""
     c = run["curve"]
     return {"time_to": {f"{t:.0e}": time_to(c, t) for t in THRESHOLDS},
+            "time_to_peer_final": time_to(c, peer_final), "peer_final_rel_l2": peer_final,
             "rel_l2_at": {f"{b:.0f}": at_budget(c, b) for b in BUDGETS_S},
             "end_s": c[-1]["wall_s"], "final_rel_l2": c[-1]["rel_l2"]}
+
+
+def score_rounds(rounds: list[dict]) -> None:
+    for r in rounds:
+        peer_final = r["peer"]["curve"][-1]["rel_l2"]
+        for side in ("ours", "peer"):
+            r[side]["score"] = score(r[side], peer_final)
 
 
 def ratio(a, b):
@@ -180,20 +190,26 @@ def median_or_none(values):
     return statistics.median(values) if values else None
 
 
+#: summary rows: key -> (kind, how to read it off a side's score)
+METRICS = {
+    **{f"time_to_{t:.0e}": ("time_to", lambda s, t=t: s["time_to"][f"{t:.0e}"]) for t in THRESHOLDS},
+    "time_to_peer_final": ("time_to", lambda s: s["time_to_peer_final"]),
+    **{f"rel_l2_at_{b:.0f}": ("rel_l2_at", lambda s, b=b: s["rel_l2_at"][f"{b:.0f}"]) for b in BUDGETS_S},
+}
+
+
 def summarize(rounds: list[dict]) -> dict:
-    """Per metric: each side's median over rounds (None when a side never got there in some
-    round: then the rounds are listed) and the ratio ours/peer of those medians."""
+    """Per metric: each side's value per round, its median over rounds (None when a side never
+    got there in some round) and the ratio ours/peer of those medians (None when either is)."""
     out = {}
-    for kind, keys in (("time_to", [f"{t:.0e}" for t in THRESHOLDS]),
-                       ("rel_l2_at", [f"{b:.0f}" for b in BUDGETS_S])):
-        for k in keys:
-            ours = [r["ours"]["score"][kind][k] for r in rounds]
-            peer = [r["peer"]["score"][kind][k] for r in rounds]
-            mo = None if None in ours else median_or_none(ours)
-            mp = None if None in peer else median_or_none(peer)
-            out[f"{kind}_{k}"] = {"ours": ours, "peer": peer, "ours_median": mo, "peer_median": mp,
-                                  "ratio_ours_over_peer": ratio(mo, mp),
-                                  "per_round_ratio": [ratio(o, p) for o, p in zip(ours, peer)]}
+    for key, (_, get) in METRICS.items():
+        ours = [get(r["ours"]["score"]) for r in rounds]
+        peer = [get(r["peer"]["score"]) for r in rounds]
+        mo = None if None in ours else median_or_none(ours)
+        mp = None if None in peer else median_or_none(peer)
+        out[key] = {"ours": ours, "peer": peer, "ours_median": mo, "peer_median": mp,
+                    "ratio_ours_over_peer": ratio(mo, mp),
+                    "per_round_ratio": [ratio(o, p) for o, p in zip(ours, peer)]}
     return out
 
 
@@ -206,17 +222,35 @@ def fmt(v, kind):
 def table(summary: dict, rounds: list[dict]) -> str:
     lines = ["| metric | ours | DeepXDE | ours / DeepXDE |", "|---|---|---|---|"]
     for key, s in summary.items():
-        kind, k = key.rsplit("_", 1)
-        if kind == "time_to":
-            label = f"time to rel L2 ≤ {float(k):.0e}"
+        kind = METRICS[key][0]
+        if key == "time_to_peer_final":
+            finals = sorted({r["peer"]["score"]["final_rel_l2"] for r in rounds})
+            label = "time to DeepXDE's final rel L2 (" + ", ".join(f"{f:.2e}" for f in finals) + ")"
+        elif kind == "time_to":
+            label = f"time to rel L2 ≤ {float(key.rsplit('_', 1)[1]):.0e}"
         else:
-            ends = [min(r[side]["score"]["end_s"] for side in ("ours", "peer")) for r in rounds]
-            label = f"rel L2 at {k} s" + (" (end of run: sooner)" if any(e < float(k) for e in ends) else "")
+            b = float(key.rsplit("_", 1)[1])
+            ended = [side for side in ("ours", "peer") if any(r[side]["score"]["end_s"] < b for r in rounds)]
+            label = f"rel L2 at {b:.0f} s" + (f" (end of run: {', '.join(ended)} ended sooner)" if ended else "")
         per = lambda vals: " / ".join(fmt(v, kind) for v in vals)
         r = s["ratio_ours_over_peer"]
         lines.append(f"| {label} | {per(s['ours'])} | {per(s['peer'])} | "
                      f"{'—' if r is None else f'{r:.3g}'} |")
     return "\n".join(lines)
+
+
+def rescore(path: Path) -> dict:
+    """Recompute the scores and the summary of a results file from its stored curves."""
+    result = json.loads(path.read_text())
+    rounds = [{side: {**r[side], "curve": [{"wall_s": w, "step": s, "rel_l2": e} for w, s, e in r[side]["curve"]]}
+               for side in ("ours", "peer")} for r in result["rounds"]]
+    score_rounds(rounds)
+    for stored, r in zip(result["rounds"], rounds):
+        for side in ("ours", "peer"):
+            stored[side]["score"] = r[side]["score"]
+    result["summary"] = summarize(rounds)
+    print(table(result["summary"], rounds))
+    return result
 
 
 # ---------------------------------------------------------------- main
@@ -244,7 +278,15 @@ def main(argv=None) -> int:
                     help="skip the second round when the first one took more than half of this")
     ap.add_argument("--setup-only", action="store_true")
     ap.add_argument("--smoke", action="store_true", help="tiny budgets; results to <work>/results-smoke.json")
+    ap.add_argument("--rescore", type=Path, default=None, metavar="RESULTS_JSON",
+                    help="recompute the scores and table of a results file from its curves; runs nothing")
     args = ap.parse_args(argv)
+
+    if args.rescore is not None:
+        from pinn.io import write_json
+
+        write_json(args.rescore, rescore(args.rescore))
+        return 0
 
     from benchmarks.common import hardware_info, versions
 
@@ -283,11 +325,11 @@ def main(argv=None) -> int:
             else:
                 run = run_peer(work, "deepxde", reference, work / f"peer-r{i + 1}.json", peer_extra)
             run["load_before"], run["load_after"] = before, load()
-            run["score"] = score(run)
             log(f"round {i + 1}: {side}: {run['steps']} steps, {run['training_wall_s']:.1f} s on the "
-                f"clock, final rel L2 {run['final_rel_l2']:.3e}; {run['score']['time_to']}")
+                f"clock, final rel L2 {run['final_rel_l2']:.3e}")
             rnd[side] = run
         rounds.append(rnd)
+    score_rounds(rounds)
     summary = summarize(rounds)
     peer0 = rounds[0]["peer"]
     result = {
