@@ -264,10 +264,17 @@ def test_override_takes_effect_and_reruns_only_what_it_touches(project, name, ov
 
 
 def test_readme_comparison_commands_work(project):
-    """The README's `dvc exp show` / `dvc exp diff` lines, on the experiments it ran above."""
+    """The README's `dvc exp show` / `dvc exp diff` / `dvc plots diff` lines, on the experiments
+    it ran above (the plots page: both experiments' rel L2 curves, nothing from the network)."""
     root, env = project
     for line in readme_ablations():
         if not line.startswith("dvc exp run"):
             proc = _run([sys.executable, "-m"] + shlex.split(line), root, env)
             assert proc.returncode == 0, f"{line}:\n{proc.stdout}{proc.stderr}"
-            assert "rel_l2" in proc.stdout, line
+            if line.startswith("dvc plots diff"):
+                page = (root / "dvc_plots" / "index.html").read_text()
+                revs = shlex.split(line)[3:]
+                assert revs and all(f'"rev": "{rev}"' in page for rev in revs), line
+                assert '"field": "rel_l2"' in page and "cdn." not in page, line
+            else:
+                assert "rel_l2" in proc.stdout, line
