@@ -72,3 +72,30 @@ def prefect_server(tmp_path: Path, env: dict[str, str], timeout: float = 180,
         yield env
     finally:
         stop(server)
+
+
+def served_deployment(name: str, proc: subprocess.Popen, log: Path, timeout: float = 120):
+    """The deployment `name` ("flow/deployment") once the serving process `proc` has registered
+    it (the current Prefect settings' server)."""
+    from prefect.client.orchestration import get_client
+
+    def found():
+        with get_client(sync_client=True) as client:
+            try:
+                return client.read_deployment_by_name(name)
+            except Exception:  # not registered yet
+                return None
+
+    return wait(found, timeout, f"the served deployment {name}", proc, log)
+
+
+def final_state(flow_run_id, proc: subprocess.Popen, log: Path, timeout: float = 240):
+    """The flow run's state once it is final (while `proc`, which runs it, is alive)."""
+    from prefect.client.orchestration import get_client
+
+    def final():
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(flow_run_id).state
+        return state if state is not None and state.is_final() else None
+
+    return wait(final, timeout, f"flow run {flow_run_id}", proc, log)

@@ -21,7 +21,8 @@ import pytest
 import yaml
 
 from conftest import ROOT, TINY_PARAMS
-from _prefect import prefect_server as real_prefect_server, stop, wait as _wait
+from _prefect import final_state, served_deployment, stop
+from _prefect import prefect_server as real_prefect_server
 
 from flows import regression as R  # first: sets the Prefect defaults
 from flows.pipeline import _run_logged
@@ -537,26 +538,13 @@ def test_served_on_a_cron_by_a_real_server_runs_and_fails_on_a_stricter_baseline
                 env=env, cwd=ROOT, stdout=serve_log.open("w"), stderr=subprocess.STDOUT)
 
             with temporary_settings(updates={PREFECT_API_URL: api}):
-                def deployment():
-                    with get_client(sync_client=True) as client:
-                        try:
-                            return client.read_deployment_by_name("pinn-regression/test-nightly")
-                        except Exception:  # not registered yet
-                            return None
-
-                found = _wait(deployment, 120, "the served deployment", serve, serve_log)
+                found = served_deployment("pinn-regression/test-nightly", serve, serve_log)
                 assert found.schedules and found.schedules[0].schedule.cron == "0 3 * * *"
 
                 def finish(parameters):
                     run = run_deployment("pinn-regression/test-nightly", parameters=parameters,
                                          timeout=0)
-
-                    def final():
-                        with get_client(sync_client=True) as client:
-                            state = client.read_flow_run(run.id).state
-                        return state if state is not None and state.is_final() else None
-
-                    return run.id, _wait(final, 240, f"flow run {run.id}", serve, serve_log)
+                    return run.id, final_state(run.id, serve, serve_log)
 
                 _, state = finish({})
                 assert state.type.value == "COMPLETED", (state, serve_log.read_text()[-3000:])
@@ -599,13 +587,7 @@ def test_served_on_a_cron_by_a_real_server_runs_and_fails_on_a_stricter_baseline
                 assert pooled.work_pool_name == "test-pool"
                 assert pooled.schedules[0].schedule.cron == "0 4 * * *"
                 run = run_deployment("pinn-regression/pooled", timeout=0)
-
-                def pooled_final():
-                    with get_client(sync_client=True) as client:
-                        state = client.read_flow_run(run.id).state
-                    return state if state is not None and state.is_final() else None
-
-                state = _wait(pooled_final, 180, "the worker's flow run", worker, worker_log)
+                state = final_state(run.id, worker, worker_log, timeout=180)
                 assert state.type.value == "COMPLETED", worker_log.read_text()[-3000:]
                 assert [r["status"] for r in R.read_history(tmp_path / "history.jsonl")] == [
                     "passed", "failed", "passed"]

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, TINY_PARAMS, dvc, output_of, run
-from _prefect import prefect_server, stop as _stop, wait as _wait
+from _prefect import final_state, prefect_server, served_deployment, stop as _stop
 
 from flows import ablation as ablation_module  # first: sets the Prefect defaults
 from flows import pipeline as pipeline_module
@@ -213,27 +213,13 @@ def test_ui_run_with_overrides_is_a_dvc_experiment_and_a_bad_key_fails_naming_it
                  str(project / "params.yaml")],
                 env=env, cwd=ROOT, stdout=serve_log.open("w"), stderr=subprocess.STDOUT)
             with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}):
-                def deployment():
-                    with get_client(sync_client=True) as client:
-                        try:
-                            return client.read_deployment_by_name("pinn-pipeline/ui")
-                        except Exception:  # not registered yet
-                            return None
-
-                found = _wait(deployment, 120, "the served deployment", serve, serve_log)
+                found = served_deployment("pinn-pipeline/ui", serve, serve_log)
                 assert found.parameters == {"params_path": str(project / "params.yaml")}
                 assert {"overrides", "name"} <= set(found.parameter_openapi_schema["properties"])
 
                 def finish(parameters):
                     flow_run = run_deployment("pinn-pipeline/ui", parameters=parameters, timeout=0)
-
-                    def final():
-                        with get_client(sync_client=True) as client:
-                            state = client.read_flow_run(flow_run.id).state
-                        return state if state is not None and state.is_final() else None
-
-                    return flow_run.id, _wait(final, 240, f"flow run {flow_run.id}", serve,
-                                              serve_log)
+                    return flow_run.id, final_state(flow_run.id, serve, serve_log)
 
                 # a run with overrides: an experiment, the workspace untouched
                 start = time.monotonic()
