@@ -230,3 +230,20 @@ def built_copy(built_project, tmp_path) -> Path:
 def tiny_project(tmp_path, pipeline_env) -> Path:
     """The tiny project, committed and not built."""
     return make_tiny_project(tmp_path / "project", pipeline_env)
+
+
+@pytest.fixture
+def figures(monkeypatch) -> dict:
+    """{png name: matplotlib Figure} of every figure the report (`pinn.report`) saves while the
+    test runs."""
+    from pinn import report
+
+    saved = {}
+    real = report._save
+
+    def capture(fig, path, dpi):
+        saved[Path(path).name] = fig
+        real(fig, path, dpi)
+
+    monkeypatch.setattr(report, "_save", capture)
+    return saved

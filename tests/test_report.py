@@ -140,20 +140,6 @@ def summary_value(md: str, quantity: str) -> str:
     return m.group(1)
 
 
-@pytest.fixture
-def figures(monkeypatch) -> dict:
-    """{png name: matplotlib Figure} of every figure saved while the test runs."""
-    saved = {}
-    real = report._save
-
-    def capture(fig, path, dpi):
-        saved[Path(path).name] = fig
-        real(fig, path, dpi)
-
-    monkeypatch.setattr(report, "_save", capture)
-    return saved
-
-
 def plot_axes(fig) -> list:
     return [ax for ax in fig.axes if not hasattr(ax, "_colorbar")]
 

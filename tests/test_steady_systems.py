@@ -327,20 +327,6 @@ def tiny_params(target: str, **weights: float) -> dict:
     return data
 
 
-@pytest.fixture
-def figures(monkeypatch) -> dict:
-    """{png name: matplotlib Figure} of every figure the report saves while the test runs."""
-    saved = {}
-    real = report._save
-
-    def capture(fig, path, dpi):
-        saved[Path(path).name] = fig
-        real(fig, path, dpi)
-
-    monkeypatch.setattr(report, "_save", capture)
-    return saved
-
-
 def panel_titles(fig) -> list[str]:
     return [ax.get_title() for ax in fig.axes if not hasattr(ax, "_colorbar")]
 
