@@ -321,6 +321,15 @@ def _solve_ac1d(
         return -reaction * np.fft.rfft(u * u * u)
 
     v0 = np.fft.rfft(np.asarray(ic(grid), dtype=np.float64))
+    return _march_1d(v0, lin, nonlinear, ic, x0, period, t, x, modes, dt, contour_points,
+                     progress, desc)
+
+
+def _march_1d(v0: np.ndarray, lin: np.ndarray, nonlinear, ic: ArrayFn, x0: float, period: float,
+              t: np.ndarray, x: np.ndarray, modes: int, dt: float, contour_points: int,
+              progress: bool, desc: str) -> tuple[np.ndarray, int]:
+    """ETDRK4 from the spectrum `v0` to the output times `t`, sampled at `x` (the initial
+    condition itself at t = 0): the shared end of the periodic 1-D solvers."""
     spectra, steps = etdrk4_solve(
         v0, lin, nonlinear, t, dt, contour_points=contour_points, progress=progress, desc=desc
     )
@@ -571,12 +580,8 @@ def _solve_periodic_1d(
         return factor * np.fft.rfft(u * u)
 
     v0 = np.fft.rfft(np.asarray(ic(grid), dtype=np.float64)) * keep
-    spectra, steps = etdrk4_solve(
-        v0, lin, nonlinear, t, dt, contour_points=contour_points, progress=progress, desc=desc
-    )
-    u = _evaluate_1d(spectra, modes, x0, period, x)
-    u[t == 0] = np.asarray(ic(x), dtype=np.float64)  # the initial condition exactly
-    return u, steps
+    return _march_1d(v0, lin, nonlinear, ic, x0, period, t, x, modes, dt, contour_points,
+                     progress, desc)
 
 
 def periodic_1d(
