@@ -83,9 +83,11 @@ def artifact_key(study: str) -> str:
 
 
 @task(name="validate-study", cache_policy=NO_CACHE)
-def validate(study_file: str) -> ablate.Study:
-    """The validated study (raises `StudyError` naming the keys)."""
-    return ablate.load_study(study_file)
+def validate(study_file: str, cases: list[str] | None = None) -> ablate.Study:
+    """The validated study, only its `cases` when given (`pinn.ablate.only_cases`); raises
+    `StudyError` naming the keys (or the unknown case)."""
+    study = ablate.load_study(study_file)
+    return ablate.only_cases(study, cases) if cases else study
 
 
 @task(name="prepare-project", cache_policy=NO_CACHE)
@@ -300,8 +302,10 @@ def pool_phase(study: ablate.Study, project: ablate.Project, runs: list[ablate.R
 @flow(name="pinn-ablation", description="An ablation study as DVC experiments, with its report.")
 def ablation(study_file: str, jobs: int | None = None, workdir: str | None = None,
              out: str | None = None, pool: str | None = None, remote: str | None = None,
-             git_remote: str | None = None, source: str | None = None) -> dict[str, Any]:
-    """Run the study `study_file` (see `pinn.ablate`) and publish its report.
+             git_remote: str | None = None, source: str | None = None,
+             cases: list[str] | None = None) -> dict[str, Any]:
+    """Run the study `study_file` (see `pinn.ablate`) and publish its report; `cases`: only these
+    of its cases (as `pinn ablate --case`, reported under `studies/results/<name>-<case>`).
 
     With `pool`, the runs are flow runs on that work pool's workers, sharing the DVC remote
     `remote` (and the git repository `git_remote`; `source`: the code the workers run), see the
@@ -313,7 +317,7 @@ def ablation(study_file: str, jobs: int | None = None, workdir: str | None = Non
     after the report is published."""
     logger = get_run_logger()
     try:
-        study = validate(study_file)
+        study = validate(study_file, cases)
         if pool and not remote:
             raise ablate.StudyError("pool: the runs on a work pool share a DVC remote: give "
                                     "remote (--remote URL or directory)")
@@ -372,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=None, help="experiments at a time")
     parser.add_argument("--workdir", default=None, help="the study's DVC project")
     parser.add_argument("--out", default=None, help="the report's directory")
+    parser.add_argument("--case", action="append", default=None, dest="cases",
+                        help="run only this case of the study (repeatable)")
     parser.add_argument("--serve", action="store_true",
                         help="serve the flow as a deployment, to be run from the Prefect UI "
                              "(needs `prefect server start` and PREFECT_API_URL)")
@@ -411,14 +417,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         parameters = {k: v for k, v in (
             ("study_file", where(args.study)), ("jobs", args.jobs),
-            ("workdir", where(args.workdir)), ("out", where(args.out)), *pooled.items())
+            ("workdir", where(args.workdir)), ("out", where(args.out)), ("cases", args.cases),
+            *pooled.items())
             if v is not None}
         ablation.serve(name=args.name, parameters=parameters)
         return 0
     if args.study is None:
         parser.error("the study file is required (except with --serve)")
     state = ablation(study_file=args.study, jobs=args.jobs, workdir=args.workdir, out=args.out,
-                     **{k: v for k, v in pooled.items() if v is not None}, return_state=True)
+                     cases=args.cases, **{k: v for k, v in pooled.items() if v is not None}, return_state=True)
     if not state.is_completed():
         message = state.message or "study failed"
         print(message if message.startswith("error:") else f"error: {message}", file=sys.stderr)

@@ -119,13 +119,38 @@ def ablate(
     case: list[str] = typer.Option([], "--case",
                                    help="Run only this case of the study (repeatable); its "
                                         "report goes to studies/results/<name>-<case>."),
+    pool: Optional[str] = typer.Option(
+        None, "--pool", help="Run the experiments on the workers of this Prefect work pool "
+                             "(needs a Prefect server and --remote; see studies/README.md)."),
+    remote: Optional[str] = typer.Option(
+        None, "--remote", help="With --pool: the DVC remote the workers share (URL or directory)."),
+    git_remote: Optional[str] = typer.Option(
+        None, "--git-remote", help="With --pool: a git repository the workers reach."),
+    source: Optional[str] = typer.Option(
+        None, "--source", help="With --pool: the code the workers run (default: this checkout)."),
 ):
     """Run an ablation study as DVC experiments (queued, run cache shared) and write its report.
 
     Validates the study file and every run's params first (one line naming the key), queues each
     case x variant x seed with `dvc exp run --queue -S ...`, runs the queue with `--jobs N`,
-    reads the results back with `dvc exp show --json` and writes report.md + figures."""
+    reads the results back with `dvc exp show --json` and writes report.md + figures. With
+    `--pool`, the same study runs as the Prefect flow `python -m flows.ablation ... --pool` (its
+    experiments on the pool's workers, sharing the DVC remote)."""
     import sys
+
+    extra = [flag for flag, value in (("--remote", remote), ("--git-remote", git_remote),
+                                      ("--source", source)) if value is not None]
+    if extra and not pool:
+        raise typer.BadParameter(f"{extra[0]} is for the runs on a work pool: give --pool too")
+    if pool:
+        from flows.ablation import main as flow_main
+
+        argv = [str(study)] + [a for flag, value in (
+            ("--jobs", jobs), ("--workdir", workdir), ("--out", out), ("--pool", pool),
+            ("--remote", remote), ("--git-remote", git_remote), ("--source", source))
+            if value is not None for a in (flag, str(value))]
+        argv += [a for c in case for a in ("--case", c)]
+        raise typer.Exit(flow_main(argv))
 
     from pinn.ablate import run_study
 

@@ -147,6 +147,28 @@ def test_nothing_runs_for_an_invalid_study(tmp_path):
     assert not work.exists() and not out.exists()
 
 
+def test_pinn_ablate_on_a_work_pool_goes_through_the_flow_and_checks_its_options(tmp_path,
+                                                                                monkeypatch):
+    """`pinn ablate --pool` is `python -m flows.ablation --pool` (the same checks, one line each,
+    before anything runs); the pool's options without `--pool` are refused."""
+    from pinn.cli import app
+
+    study = write_study(tmp_path, GOOD)
+    work, out = tmp_path / "work", tmp_path / "out"
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    cases = {
+        ("--remote", str(tmp_path / "remote")): "--remote is for the runs on a work pool: give --pool",
+        ("--pool", "studies"): "--pool needs --remote",
+        ("--pool", "studies", "--remote", str(tmp_path / "remote")): "--pool needs a running Prefect server",
+    }
+    for extra, expected in cases.items():
+        result = CliRunner().invoke(app, ["ablate", str(study), "--workdir", str(work),
+                                          "--out", str(out), *extra])
+        assert result.exit_code == 2, (extra, result.output)
+        assert expected in " ".join(result.output.split()), (extra, result.output)
+    assert not work.exists() and not out.exists()
+
+
 # ----------------------------------------------------------------------------------------------
 # overrides as `dvc exp run -S` writes them
 
@@ -383,6 +405,11 @@ def test_the_flow_rejects_an_invalid_study_before_anything_runs(tmp_path, capsys
         assert state.is_failed() and state.name == ablation_flow.INVALID_STUDY
         assert state.message.startswith(f"error: {bad}: variants.rad: sampling.method = 'radd'")
         assert ablation_flow.main([str(bad), "--workdir", str(work), "--out", str(out)]) == 2
+        good = write_study(tmp_path, GOOD, "good.yaml")
+        unknown = ablation_flow.ablation(study_file=str(good), workdir=str(work), out=str(out),
+                                         cases=["huge"], return_state=True)
+        assert unknown.is_failed() and unknown.name == ablation_flow.INVALID_STUDY
+        assert "case 'huge' is not one of its cases (it has none)" in unknown.message
     assert state.message in capsys.readouterr().err.splitlines()  # (Prefect's own log follows)
     assert not work.exists() and not out.exists()
     assert ablation_flow.artifact_key("Seed_Techniques") == "pinn-ablation-seed-techniques"
