@@ -118,6 +118,8 @@ class ModelConfig(_Section):
     depth: int = Field(3, gt=0, le=64)
     activation: Literal["tanh", "sin", "gelu", "swish", "softplus"] = "tanh"
     periodic_embedding: StrictBool = True
+    #: impose the initial values exactly, u = u0 + (t - t0) N (no `ic` loss term)
+    hard_initial_condition: StrictBool = False
     fourier_features: int = Field(0, ge=0, le=4096)
     fourier_scale: float = Field(1.0, gt=0)
     rwf: StrictBool = False
@@ -461,6 +463,9 @@ class Params(_Section):
             if name not in names:
                 raise ValueError(f"reference.keys.{name} = {value!r}: not a name the reference "
                                  f"reader looks for (names: {', '.join(names)})")
+        if self.model.hard_initial_condition and not problem.hard_initial_values():
+            raise ValueError(f"model.hard_initial_condition = True: {self.problem.identifier} "
+                             "states no initial value (an Initial condition of order 0) to impose")
         if self.balancing.causal.enabled and problem.steady:
             raise ValueError("balancing.causal.enabled = True: the problem is steady (no time "
                              "axis to weight causally)")

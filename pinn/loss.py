@@ -30,20 +30,24 @@ class LossSpec:
     term_names: tuple[str, ...]
     exact_periodic: bool
     causal: Any  # pinn.config.CausalConfig
+    exact_initial: bool = False  # the network imposes the initial values (model.hard_initial_condition)
 
 
 def loss_spec(cfg: Params, problem) -> LossSpec:
     """The loss terms of `problem` under `cfg`: its residual names, then its conditions' terms
     (those enforced by construction left out)."""
     exact_periodic = cfg.model.periodic_embedding
-    return LossSpec(problem.term_names(exact_periodic), exact_periodic, cfg.balancing.causal)
+    exact_initial = cfg.model.hard_initial_condition
+    return LossSpec(problem.term_names(exact_periodic, exact_initial), exact_periodic,
+                    cfg.balancing.causal, exact_initial)
 
 
 def term_residuals(problem, spec: LossSpec, field: Callable, points: jax.Array,
                    ic_x: jax.Array, bc_z: jax.Array) -> dict[str, jax.Array]:
     """`{term: per-point residual (M,)}` for every term of `spec` (unweighted, unsquared)."""
     out = dict(problem.pde_residuals(field, points))
-    out.update(problem.condition_terms(field, ic_x, bc_z, exact_periodic=spec.exact_periodic))
+    out.update(problem.condition_terms(field, ic_x, bc_z, exact_periodic=spec.exact_periodic,
+                                       exact_initial=spec.exact_initial))
     return {name: out[name] for name in spec.term_names}
 
 

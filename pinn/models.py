@@ -17,7 +17,7 @@ problem with `k` fields (one output per field, in the problem's `fields` order):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -108,6 +108,9 @@ class PINN(nnx.Module):
         rwf: tuple[float, float] | None = None,
         dtype: jnp.dtype = jnp.float32,
         out_features: int = 1,
+        hard_initial: tuple[tuple[int, Callable[[jax.Array], jax.Array] | None], ...] = (),
+        time_axis: int = 0,
+        t0: float = 0.0,
         rngs: nnx.Rngs,
     ):
         if activation not in ACTIVATIONS:
@@ -131,6 +134,11 @@ class PINN(nnx.Module):
             ]
         )
         self.output = FactorizedDense(width, out_features, rwf=rwf, dtype=dtype, rngs=rngs)
+        # the hard initial condition: (output column, u0 of the points z (N, d) -> (N,) or None
+        # for zero), imposed as u0(t0, x) + (t - t0) N(z) on the column (static, not a Param)
+        self.hard_initial = tuple(hard_initial)
+        self.time_axis = time_axis
+        self.t0 = t0
 
     def features(self, z: jax.Array) -> jax.Array:
         e = self.embedding(z)
@@ -145,7 +153,18 @@ class PINN(nnx.Module):
         for layer in self.hidden:
             h = act(layer(h))
         out = self.output(h)
+        if self.hard_initial:
+            out = self._impose_initial(z, out)
         return out[:, 0] if self.out_features == 1 else out
+
+    def _impose_initial(self, z: jax.Array, out: jax.Array) -> jax.Array:
+        """`u0(t0, x) + (t - t0) N(t, x)` on each hard-initial column of `out (N, k)`."""
+        t = z[:, self.time_axis]
+        z0 = z.at[:, self.time_axis].set(self.t0)
+        for column, value in self.hard_initial:
+            u0 = jnp.zeros_like(t) if value is None else value(z0).astype(out.dtype)
+            out = out.at[:, column].set(u0 + (t - self.t0) * out[:, column])
+        return out
 
 
 def make_model(
@@ -160,10 +179,14 @@ def make_model(
 
     `width` overrides `cfg.width` (the multilevel cascade builds coarser levels this way).
     Periodic embedding is applied to the problem's periodic columns when `cfg.periodic_embedding`.
-    The network has one output per field of the problem (`problem.fields`; one: `(N,)`).
+    The network has one output per field of the problem (`problem.fields`; one: `(N,)`). With
+    `cfg.hard_initial_condition`, every initial value the problem states (`Initial`, order 0) is
+    imposed exactly: `u = u0 + (t - t0) N` (`Problem.hard_initial_values`).
     """
     periodic = tuple(bool(p) and cfg.periodic_embedding for p in problem.periodic)
     embedding = Embedding(tuple(problem.lower), tuple(problem.upper), periodic)
+    hard = problem.hard_initial_values() if cfg.hard_initial_condition else ()
+    time_axis = problem.box.time_axis if hard else 0
     return PINN(
         embedding,
         width=cfg.width if width is None else width,
@@ -174,6 +197,9 @@ def make_model(
         rwf=(cfg.rwf_mean, cfg.rwf_std) if cfg.rwf else None,
         dtype=dtype,
         out_features=len(getattr(problem, "fields", ("u",))),
+        hard_initial=hard,
+        time_axis=time_axis,
+        t0=float(problem.lower[time_axis]) if hard else 0.0,
         rngs=nnx.Rngs(seed),
     )
 

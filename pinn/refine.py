@@ -9,6 +9,7 @@ inverse-Hessian approximation is kept across resampling).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -23,7 +24,7 @@ from pinn.optim import quasi_newton_runner, refine_optimizer
 from pinn.precision import DTYPES
 from pinn.progress import Progress, ProgressMode
 from pinn.sampling import rad_probabilities
-from pinn.train import LossSpec, loss_spec, loss_terms
+from pinn.train import loss_spec, loss_terms
 
 
 def _rad_redraw(key, residual_fn, n: int, lower, upper, k: float, c: float, dtype):
@@ -83,8 +84,7 @@ def refine(
     u = apply_fn(graphdef, rest)
     spec = loss_spec(cfg, problem)
     if spec.causal.enabled:  # the refinement minimises the plain loss on its fixed point set
-        spec = LossSpec(spec.term_names, spec.exact_periodic,
-                        spec.causal.model_copy(update={"enabled": False}))
+        spec = dataclasses.replace(spec, causal=spec.causal.model_copy(update={"enabled": False}))
     w = jnp.asarray(term_weights, dtype)
     points = jnp.asarray(collocation["interior"], dtype)
     ic_x = jnp.asarray(collocation["ic"], dtype)

@@ -685,8 +685,8 @@ def test_same_key_in_different_sections_is_fine(tmp_path):
     load_params(path)
 
 
-BOOL_KEYS = ["model.periodic_embedding", "model.rwf", "sampling.uniform.resample",
-             "balancing.causal.enabled", "distributed.data_parallel", "reference.allow_inaccurate"]
+BOOL_KEYS = ["model.periodic_embedding", "model.hard_initial_condition", "model.rwf",
+             "sampling.uniform.resample", "balancing.causal.enabled", "distributed.data_parallel", "reference.allow_inaccurate"]
 
 
 def _bool_fields(model: type[BaseModel], prefix: str = "") -> list[str]:

@@ -119,6 +119,7 @@ ALTERNATIVE = {
     "seed": 3,
     "problem": {"name": "burgers_1d", "coefficients": {"viscosity": 0.02}},
     "model": {"width": 12, "depth": 3, "activation": "sin", "periodic_embedding": False,
+              "hard_initial_condition": True,
               "fourier_features": 4, "fourier_scale": 2.0, "rwf": True, "rwf_mean": 0.3,
               "rwf_std": 0.2},
     "collocation": {"num_points": 300, "ic_points": 40, "bc_points": 40, "method": "uniform"},

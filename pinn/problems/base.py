@@ -299,11 +299,21 @@ class Problem:
             return next(iter(r.values()))
         return jnp.sqrt(sum(jnp.square(v) for v in r.values()))
 
-    def active_conditions(self, exact_periodic: bool) -> tuple[Condition, ...]:
+    def active_conditions(self, exact_periodic: bool, exact_initial: bool = False
+                          ) -> tuple[Condition, ...]:
         """`conditions()` without those the network satisfies by construction (a periodic axis
-        under the exact periodic embedding)."""
+        under the exact periodic embedding; an initial value under the hard initial condition,
+        `hard_initial_values`)."""
         return tuple(c for c in self.conditions()
-                     if not (isinstance(c, Periodic) and exact_periodic))
+                     if not (isinstance(c, Periodic) and exact_periodic)
+                     and not (exact_initial and isinstance(c, Initial) and c.order == 0))
+
+    def hard_initial_values(self) -> tuple[tuple[int, Data], ...]:
+        """`(field index, value)` of every initial condition on a value (`Initial`, order 0):
+        what a network imposes exactly as `u(t, x) = value(t0, x) + (t - t0) N(t, x)` (Lagaris
+        et al. 1998, IEEE TNN 9(5), eq. 11; the hard initial condition of Urbán et al. 2025)."""
+        return tuple((self.fields.index(c.field or self.fields[0]), c.value)
+                     for c in self.conditions() if isinstance(c, Initial) and c.order == 0)
 
     def condition_residual(self, c: Condition, u: Field, ic_x: jax.Array, bc_z: jax.Array
                            ) -> jax.Array:
@@ -338,10 +348,11 @@ class Problem:
         return jnp.concatenate([col(nested_jvp(u, z, (i,))) - value(z) for z in sides])
 
     def condition_terms(self, u: Field, ic_x: jax.Array, bc_z: jax.Array, *,
-                        exact_periodic: bool) -> dict[str, jax.Array]:
+                        exact_periodic: bool, exact_initial: bool = False
+                        ) -> dict[str, jax.Array]:
         """`{term: (M,)}`: the mismatches of the active conditions, concatenated per term."""
         parts: dict[str, list[jax.Array]] = {}
-        for c in self.active_conditions(exact_periodic):
+        for c in self.active_conditions(exact_periodic, exact_initial):
             parts.setdefault(c.term, []).append(self.condition_residual(c, u, ic_x, bc_z))
         return {t: jnp.concatenate(p) for t, p in parts.items()}
 
@@ -360,10 +371,11 @@ class Problem:
                  if not isinstance(c, Initial)]
         return jnp.concatenate(parts) if parts else None
 
-    def term_names(self, exact_periodic: bool) -> tuple[str, ...]:
-        """The loss terms, in order: the PDE residuals, then the conditions' terms."""
+    def term_names(self, exact_periodic: bool, exact_initial: bool = False) -> tuple[str, ...]:
+        """The loss terms, in order: the PDE residuals, then the active conditions' terms."""
         terms = dict.fromkeys(self.residual_names)
-        terms.update(dict.fromkeys(c.term for c in self.active_conditions(exact_periodic)))
+        terms.update(dict.fromkeys(
+            c.term for c in self.active_conditions(exact_periodic, exact_initial)))
         return tuple(terms)
 
 
