@@ -74,7 +74,12 @@ def read_reference(path: str | Path, inputs: Sequence[str], field: str = "u",
                     None if columns is None else tuple(columns))
         return _named(ref, {keys[f]: f for f in others if keys.get(f, f) != f})
     except ValueError as e:  # _Bad, or the `Reference` built from the file's data
-        raise ValueError(f"{key} = {path.as_posix()!r}: {e}") from None
+        message = str(e)
+        if key != "reference.file":  # the hints name the keys of the section `key` is in
+            section = key.rpartition(".")[0]
+            message = message.replace("reference.keys", f"{section}.keys").replace(
+                "reference.columns", f"{section}.columns")
+        raise ValueError(f"{key} = {path.as_posix()!r}: {message}") from None
 
 
 def _named(ref: Reference, renames: dict[str, str]) -> Reference:
