@@ -544,12 +544,14 @@ def prepare_project(study: Study, workdir: str | Path | None = None) -> Project:
 
 def _input_files(study: Study, root: Path) -> list[str]:
     """The files of the runs' params that the project holds at a relative path (`make_project`
-    copies them): a `problem.target` file, a `reference.file`."""
+    copies them): a `problem.target` file, a `reference.file`, a `problem.observations.file`."""
     found = set()
     for run in study.runs:
         target = (run.params.get("problem") or {}).get("target")
         reference = (run.params.get("reference") or {}).get("file")
-        for path in (target.rpartition(":")[0] if isinstance(target, str) else None, reference):
+        observed = ((run.params.get("problem") or {}).get("observations") or {}).get("file")
+        for path in (target.rpartition(":")[0] if isinstance(target, str) else None, reference,
+                     observed):
             if isinstance(path, str) and path and not Path(path).is_absolute() \
                     and (root / path).is_file():
                 found.add(Path(path).as_posix())

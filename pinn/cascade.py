@@ -35,9 +35,11 @@ def uses_fixed_points(cfg: Params) -> bool:
     return s.method == "rar_d" or (s.method == "uniform" and not s.uniform.resample)
 
 
-def make_trainer(cfg: Params, problem, level: str, fixed_points=None) -> tuple[Trainer, PINN]:
+def make_trainer(cfg: Params, problem, level: str, fixed_points=None, observations=None
+                 ) -> tuple[Trainer, PINN]:
     model = level_model(cfg, problem, level)
-    trainer = Trainer(cfg, problem, model, fixed_points=fixed_points, dtype=DTYPES[cfg.train.precision])
+    trainer = Trainer(cfg, problem, model, fixed_points=fixed_points, dtype=DTYPES[cfg.train.precision],
+                      observations=observations)
     return trainer, model
 
 
@@ -126,7 +128,8 @@ def _grads_at(trainer: Trainer, state: TrainState):
     w = trainer.balancer.weights(state.balancer_state)
 
     def total(p):
-        terms, _ = loss_terms(trainer.problem, trainer.spec, trainer.u, p, points, weights, ic_x, bc_z)
+        terms, _ = loss_terms(trainer.problem, trainer.spec, trainer.u, p, points, weights, ic_x, bc_z,
+                              trainer.obs)
         return jnp.dot(w.astype(terms.dtype), terms)
 
     return jax.value_and_grad(total)(state.params)

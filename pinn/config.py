@@ -57,6 +57,35 @@ PositiveInt = Field(gt=0)
 BUILTIN_PROBLEMS = ("allen_cahn_1d", "allen_cahn_2d", "burgers_1d")
 
 
+#: the suffixes of `reference.file` (`pinn.reference.files.SUFFIXES`; tests check they agree)
+REFERENCE_FILE_SUFFIXES = (".npz", ".mat", ".txt", ".dat", ".csv")
+
+
+class ObservationsConfig(_Section):
+    """Where the data of the problem's `Observation` conditions come from: null `file` (the
+    default) — the problem generates them (`Problem.observations`: seeded, optional noise); else
+    this file (relative to the project root), read like `reference.file` (`pinn.reference.files`:
+    scattered `points (N, d)` + one array per observed field in .npz/.mat, or text columns, or a
+    grid), by the gate before any stage runs. The collocation stage stores them for training."""
+
+    file: Optional[str] = None
+    #: the file's names where they differ from the pipeline's ({pipeline's name: file's name})
+    keys: dict[str, str] = Field(default_factory=dict)
+    #: a text file's column names, in order (for a file whose header does not name them)
+    columns: Optional[list[str]] = None
+
+    @field_validator("file")
+    @classmethod
+    def _format(cls, v):
+        if v is not None:
+            if not v.strip():
+                raise ValueError("must be a file path (or null: the problem's own data)")
+            if not v.lower().endswith(REFERENCE_FILE_SUFFIXES):
+                raise ValueError(f"unsupported format (the file must end in "
+                                 f"{', '.join(REFERENCE_FILE_SUFFIXES)})")
+        return v
+
+
 class ProblemConfig(_Section):
     """The PDE: a built-in (`name`, an alias) or a class in the user's own file (`target`,
     `path/to/file.py:Class` relative to the project root, or `package.module:Class`); exactly one
@@ -67,6 +96,9 @@ class ProblemConfig(_Section):
     #: PDE coefficients, e.g. {diffusion: 1e-4, reaction: 5.0} or a vector {k: [1.0, 2.0]};
     #: names and values checked against the problem (its dataclass fields, `coefficient_bounds`)
     coefficients: dict[str, float | list[float]] = Field(default_factory=dict)
+    #: the data of the problem's `Observation` conditions (inverse problems); see
+    #: `ObservationsConfig` (default: the problem generates them)
+    observations: ObservationsConfig = ObservationsConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -328,8 +360,6 @@ class TrainConfig(_Section):
     ntk_points: int = Field(64, gt=0)
 
 
-#: the suffixes of `reference.file` (`pinn.reference.files.SUFFIXES`; tests check they agree)
-REFERENCE_FILE_SUFFIXES = (".npz", ".mat", ".txt", ".dat", ".csv")
 
 
 class ReferenceConfig(_Section):
@@ -479,6 +509,17 @@ class Params(_Section):
                 raise ValueError(f"problem.target = {self.problem.identifier!r}: a {type(c).__name__} "
                                  f"condition names axis {axis!r}, not one of the problem's inputs "
                                  f"{problem.input_names}")
+        observed = problem.observation_conditions()
+        obs = self.problem.observations
+        if obs.file is not None and not observed:
+            raise ValueError(f"problem.observations.file = {obs.file!r}: "
+                             f"{self.problem.identifier} has no Observation condition to "
+                             "give data to")
+        names = (*problem.input_names, *problem.fields, "points")
+        for name, value in obs.keys.items():
+            if name not in names:
+                raise ValueError(f"problem.observations.keys.{name} = {value!r}: not a name the "
+                                 f"reader looks for (names: {', '.join(names)})")
         if problem.steady and problem.has_initial:
             raise ValueError(f"problem.target = {self.problem.identifier!r}: an Initial condition "
                              "in a steady problem (its Box has time=None: there is no initial time)")

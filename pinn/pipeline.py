@@ -123,22 +123,24 @@ def _replace(source: Path, dest: Path) -> None:
 
 
 def _copy_problem_file(params: str | Path, workdir: Path) -> None:
-    """A `problem.target` file and a `reference.file` given by a relative path (relative to the
-    directory `pinn run` is called from, the project root) are copied to the same relative path
-    in `workdir`, where the stages run; an absolute path or a `package.module` target is used
-    where it is."""
+    """A `problem.target` file, a `reference.file` and a `problem.observations.file` given by a
+    relative path (relative to the directory `pinn run` is called from, the project root) are
+    copied to the same relative path in `workdir`, where the stages run; an absolute path or a
+    `package.module` target is used where it is."""
     import yaml
 
     try:
         data = yaml.safe_load(Path(params).read_text()) or {}
         target = (data.get("problem") or {}).get("target")
         reference = (data.get("reference") or {}).get("file")
+        observed = ((data.get("problem") or {}).get("observations") or {}).get("file")
     except (OSError, yaml.YAMLError, AttributeError):
         return  # the gate reports a malformed params file
     if isinstance(target, str) and target.rpartition(":")[0].endswith(".py"):
         _copy_relative(Path(target.rpartition(":")[0]), workdir)
-    if isinstance(reference, str):
-        _copy_relative(Path(reference), workdir)
+    for file in (reference, observed):
+        if isinstance(file, str):
+            _copy_relative(Path(file), workdir)
 
 
 def _copy_relative(path: Path, workdir: Path) -> None:

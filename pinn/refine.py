@@ -24,6 +24,7 @@ from pinn.optim import quasi_newton_runner, refine_optimizer
 from pinn.precision import DTYPES
 from pinn.progress import Progress, ProgressMode
 from pinn.sampling import rad_probabilities
+from pinn.loss import observation_sets
 from pinn.train import loss_spec, loss_terms
 
 
@@ -90,9 +91,11 @@ def refine(
     ic_x = jnp.asarray(collocation["ic"], dtype)
     bc_z = jnp.asarray(collocation["bc"], dtype)
     ones = jnp.ones((points.shape[0],), dtype)
+    obs = tuple((jnp.asarray(z, dtype), jnp.asarray(v, dtype))
+                for z, v in observation_sets(problem, collocation))
 
     def loss_fn(p, pts, icx, bcz):
-        terms, _ = loss_terms(problem, spec, u, p, pts, ones, icx, bcz)
+        terms, _ = loss_terms(problem, spec, u, p, pts, ones, icx, bcz, obs)
         return jnp.dot(w, terms)
 
     runner = quasi_newton_runner(loss_fn, refine_optimizer(rcfg), block_size=rcfg.block_size)

@@ -269,6 +269,9 @@ def _resolve_setup(cfg: Params):
 
 GEOMETRY = "the problem class's fixed box (lower < upper, one entry per input column)"
 FILES = "a damaged or missing input file: one line naming the file (stages turn it into a UserError)"
+OBSERVATIONS_FILE = ("the contents of the file problem.observations.file names: the gate reads "
+                     "it whole first (check_observations_file; one line naming the key and the "
+                     "file, tests/test_observations.py)")
 REFERENCE_FILE = ("the contents of the file reference.file names: the gate reads it whole first "
                   "(check_reference_file; one line naming reference.file and the file, "
                   "tests/test_reference_files.py)")
@@ -362,7 +365,8 @@ SITES: dict[Site, Gate | Internal | Input] = {
     Site("pinn/reference/solution.py", "_check_scattered", "points contains non-finite val"):
         Internal("the file reader rejects non-finite values first, naming the file"),
     # a reference from a file: every problem with its contents is one line naming the key and file
-    Site("pinn/reference/files.py", "read_reference", "reference.file = "):
+    # (the key is `reference.file`, or `problem.observations.file` for observation data)
+    Site("pinn/reference/files.py", "read_reference", ""):
         Gate({"reference": {"file": "no/such/reference.npz"}}, "reference.file", _reference_file),
     Site("pinn/reference/files.py", "_read", "unsupported format "):
         Internal("the schema accepts only the suffixes the reader reads (tests/test_reference_files.py)"),
@@ -515,6 +519,21 @@ SITES: dict[Site, Gate | Internal | Input] = {
     Site("pinn/stages/plots_page.py", "page", "vl-convert "):
         Internal("the installed vl-convert's bundle inlines cleanly (tests/test_plots_page.py)"),
     Site("pinn/stages/common.py", "load_collocation", ""): Input(FILES),
+    # observation data (pinn.problems.Observation): from problem.observations.file, read by the
+    # gate whole first, or from the problem's code
+    Site("pinn/stages/common.py", "read_observations", "problem.observations.file = "):
+        Input(OBSERVATIONS_FILE),
+    Site("pinn/stages/collocation.py", "main", ""):
+        Input("re-raises read_observations' error (" + OBSERVATIONS_FILE + ")"),
+    Site("pinn/stages/gate.py", "check_observations_file", ""):
+        Internal("re-raises read_observations' error (its own site above) with the file name"),
+    Site("pinn/loss.py", "observation_sets", "the collocation sets have no a"):
+        Input("the collocation file lacks the observation arrays the problem needs (a file from "
+              "before the problem had observations): one line saying to rerun the collocation "
+              "stage, which DVC does when the problem's file changes"),
+    Site("pinn/problems/base.py", "Problem.condition_residual", ""):
+        Internal("the Trainer and the refinement always pass the observation data "
+                 "(pinn.loss.observation_sets): a library caller that does not is told so"),
     Site("pinn/stages/gate.py", "check_declared", ""):
         Input("a key dvc.yaml tracks is missing from params.yaml: one line naming it"),
     Site("pinn/stages/train.py", "main", "--level "):

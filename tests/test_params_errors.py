@@ -265,7 +265,8 @@ def test_malformed_params_through_dvc_repro(dvc_project, pipeline_env, name):
     after = project_files(dvc_project)
     # only the gate's own stamp may go (DVC removes a stage's outputs before running it)
     assert {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)} <= {
-        "data/params.ok", "data/problem.stamp", "data/reference_source.stamp"}
+        "data/params.ok", "data/problem.stamp", "data/reference_source.stamp",
+        "data/observations_source.stamp"}
     assert not (dvc_project / "data/params.ok").exists()
 
 

@@ -35,7 +35,8 @@ BAD_P_MAX_ERROR = re.compile(
 )
 
 #: the params gate's outputs: rewritten on every repro (it always runs), constant content
-GATE_STAMPS = {"data/params.ok", "data/problem.stamp", "data/reference_source.stamp"}
+GATE_STAMPS = {"data/params.ok", "data/problem.stamp", "data/reference_source.stamp",
+               "data/observations_source.stamp"}
 
 
 def changed(before: dict, after: dict) -> set[str]:

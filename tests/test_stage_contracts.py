@@ -190,9 +190,12 @@ def test_the_alternative_changes_every_key_that_stages_read():
     same = {k for k, v in alternative.items() if base.get(k) == v}
     # problem.target: None in both (built-in problems; a target is the problem, as name is);
     # reference.file, .keys, .columns: unset in both (a reference file is the reference, read
-    # only by the reference stage, which declares `reference`: tests/test_reference_files.py)
+    # only by the reference stage, which declares `reference`: tests/test_reference_files.py);
+    # problem.observations.*: unset in both (the built-ins have no observations; the data are read
+    # by the collocation stage, which declares `problem`: tests/test_observations.py)
     assert same == {"problem.name", "problem.target", "reference.file", "reference.keys",
-                    "reference.columns", "multilevel.num_levels", "multilevel.levels.level0.init_from",
+                    "reference.columns", "problem.observations.file", "problem.observations.keys",
+                    "problem.observations.columns", "multilevel.num_levels", "multilevel.levels.level0.init_from",
                     "multilevel.levels.level1.init_from", "distributed.coordinator_address",
                     "distributed.num_processes", "distributed.process_id"}
 

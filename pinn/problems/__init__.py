@@ -16,7 +16,7 @@ from typing import Any
 
 from pinn.problems.allen_cahn import AllenCahn1D, AllenCahn2D
 from pinn.problems.base import (Bound, Box, Condition, Dirichlet, Domain, Initial, Neumann,
-                                Periodic, Problem)
+                                Observation, Periodic, Problem)
 from pinn.problems.burgers import Burgers1D
 
 PROBLEMS: dict[str, type[Problem]] = {
@@ -129,6 +129,7 @@ __all__ = [
     "Domain",
     "Initial",
     "Neumann",
+    "Observation",
     "Periodic",
     "AllenCahn1D",
     "AllenCahn2D",

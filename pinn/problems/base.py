@@ -4,8 +4,8 @@ A problem class declares (ClassVars) its `box` (input names, bounds, periodic ax
 or None for a steady problem), its `fields` (network outputs), the `derivatives` its residuals
 need by name (`"u_t"`, `"u_xxx"`, `"v_xy"`: `pinn.derivatives.named_derivatives`, forward mode),
 the names of its `residuals`, and `coefficient_bounds`; it defines `residuals(d, z)` (named PDE
-residuals from the derivatives), `conditions()` (initial, Dirichlet, Neumann, periodic: each a
-soft-penalty loss term by name) and optionally `exact(z)` (an exact solution; the reference then
+residuals from the derivatives), `conditions()` (initial, Dirichlet, Neumann, periodic,
+observation data: each a soft-penalty loss term by name) and optionally `exact(z)` (an exact solution; the reference then
 comes from it). PDE coefficients are the dataclass fields, so params set them and the instance
 stays hashable (usable as a static argument of `jax.jit`).
 
@@ -141,7 +141,26 @@ class Periodic:
     term: str = "bc"
 
 
-Condition = Initial | Dirichlet | Neumann | Periodic
+@dataclass(frozen=True)
+class Observation:
+    """Observed values of `field` at scattered points: the loss term `term` is the mean squared
+    misfit `mean_i (field(z_i) - v_i)^2` over all the observation points, every step (they are
+    data: never resampled). The points and values come from the problem
+    (`Problem.observations`: `count` points uniform in the box drawn with `seed`, the exact
+    solution there plus Gaussian noise of standard deviation `noise_std`, also drawn with `seed`)
+    or, with `problem.observations.file` in params, from that file (the collocation stage stores
+    them; `pinn.stages.collocation`)."""
+
+    field: str | None = None  # None: the problem's first field
+    term: str = "data"
+    count: int = 1000
+    noise_std: float = 0.0
+    seed: int = 0
+
+
+Condition = Initial | Dirichlet | Neumann | Periodic | Observation
+#: one observation set: points `(N, d)` and observed values `(N,)`
+ObservationData = tuple[jax.Array, jax.Array]
 
 
 @dataclass(frozen=True)
@@ -173,6 +192,27 @@ class Problem:
     def exact(self, z: jax.Array) -> jax.Array:
         """An exact solution at `z (N, d)` -> `(N,)` or `(N, k)`, when the problem has one."""
         raise NotImplementedError
+
+    def observations(self, c: Observation) -> tuple["np.ndarray", "np.ndarray"]:
+        """The data of the observation condition `c` when no file gives them: `c.count` points
+        uniform in the box `(count, d)` and the exact solution's field `c.field` there plus
+        N(0, noise_std^2) noise `(count,)`, float64; a NumPy generator seeded with `c.seed` draws
+        the points, then the noise (so the points do not depend on `noise_std`)."""
+        import numpy as np
+
+        rng = np.random.default_rng(c.seed)
+        lo, hi = np.asarray(self.lower, float), np.asarray(self.upper, float)
+        z = lo + (hi - lo) * rng.random((c.count, len(lo)))
+        with jax.enable_x64(True):
+            exact = np.asarray(jax.jit(self.exact)(jnp.asarray(z, jnp.float64)), np.float64)
+        k = self.fields.index(c.field or self.fields[0])
+        clean = exact if exact.ndim == 1 else exact[:, k]
+        return z, clean + c.noise_std * rng.standard_normal(c.count)
+
+    def observation_conditions(self) -> tuple[Observation, ...]:
+        """The `Observation` conditions of `conditions()`, in order (the order the observation
+        data are given in: `condition_terms(..., observations=...)`)."""
+        return tuple(c for c in self.conditions() if isinstance(c, Observation))
 
     def reference(self, progress: bool = True) -> "Reference":
         """Reference solution with this problem's coefficients (`pinn.reference`); by default
@@ -315,12 +355,12 @@ class Problem:
         return tuple((self.fields.index(c.field or self.fields[0]), c.value)
                      for c in self.conditions() if isinstance(c, Initial) and c.order == 0)
 
-    def condition_residual(self, c: Condition, u: Field, ic_x: jax.Array, bc_z: jax.Array
-                           ) -> jax.Array:
+    def condition_residual(self, c: Condition, u: Field, ic_x: jax.Array, bc_z: jax.Array,
+                           data: ObservationData | None = None) -> jax.Array:
         """The mismatch of condition `c` `(M,)`. Initial conditions use the spatial points
         `ic_x (N, d-1)` (the time column inserted at the initial time); boundary conditions the
         interior points `bc_z (N, d)` with the condition's column moved onto its face(s), lower
-        face first."""
+        face first; an observation its `data`, points `(M, d)` and values `(M,)`: field − value."""
         k = self.fields.index(getattr(c, "field", None) or self.fields[0])
 
         def col(a: jax.Array) -> jax.Array:
@@ -329,6 +369,12 @@ class Problem:
         def value(z: jax.Array) -> jax.Array:
             return jnp.zeros(z.shape[0], z.dtype) if c.value is None else c.value(z)
 
+        if isinstance(c, Observation):
+            if data is None:
+                raise ValueError(f"{type(self).__name__}: an Observation condition (term "
+                                 f"{c.term!r}) was given no observation data")
+            points, values = data
+            return col(u(points)) - values
         if isinstance(c, Initial):
             t = self.box.time_axis
             t0 = jnp.full((ic_x.shape[0], 1), self.lower[t], dtype=ic_x.dtype)
@@ -348,12 +394,16 @@ class Problem:
         return jnp.concatenate([col(nested_jvp(u, z, (i,))) - value(z) for z in sides])
 
     def condition_terms(self, u: Field, ic_x: jax.Array, bc_z: jax.Array, *,
-                        exact_periodic: bool, exact_initial: bool = False
-                        ) -> dict[str, jax.Array]:
-        """`{term: (M,)}`: the mismatches of the active conditions, concatenated per term."""
+                        exact_periodic: bool, exact_initial: bool = False,
+                        observations: tuple[ObservationData, ...] = ()) -> dict[str, jax.Array]:
+        """`{term: (M,)}`: the mismatches of the active conditions, concatenated per term;
+        `observations`: the data of the `Observation` conditions, one `(points (N, d), values
+        (N,))` pair each, in `observation_conditions()` order."""
         parts: dict[str, list[jax.Array]] = {}
+        data = iter(observations)
         for c in self.active_conditions(exact_periodic, exact_initial):
-            parts.setdefault(c.term, []).append(self.condition_residual(c, u, ic_x, bc_z))
+            obs = next(data, None) if isinstance(c, Observation) else None
+            parts.setdefault(c.term, []).append(self.condition_residual(c, u, ic_x, bc_z, obs))
         return {t: jnp.concatenate(p) for t, p in parts.items()}
 
     # --- the original interface, kept for callers that know only it -------------------------
@@ -368,7 +418,7 @@ class Problem:
         """Boundary mismatches at `z (N, d)` (every active non-initial condition, in order),
         concatenated `(M,)`; `None` when nothing is enforced (a static decision)."""
         parts = [self.condition_residual(c, u, z, z) for c in self.active_conditions(exact_periodic)
-                 if not isinstance(c, Initial)]
+                 if not isinstance(c, (Initial, Observation))]
         return jnp.concatenate(parts) if parts else None
 
     def term_names(self, exact_periodic: bool, exact_initial: bool = False) -> tuple[str, ...]:
@@ -379,5 +429,5 @@ class Problem:
         return tuple(terms)
 
 
-__all__ = ["Bound", "Box", "Condition", "Dirichlet", "Domain", "Initial", "Neumann", "Periodic",
-           "Problem"]
+__all__ = ["Bound", "Box", "Condition", "Dirichlet", "Domain", "Initial", "Neumann", "Observation",
+           "ObservationData", "Periodic", "Problem"]

@@ -62,9 +62,11 @@ class _Bad(ValueError):
 
 def read_reference(path: str | Path, inputs: Sequence[str], field: str = "u",
                    time: str | None = "t", keys: Mapping[str, str] | None = None,
-                   columns: Sequence[str] | None = None, others: Sequence[str] = ()) -> Reference:
-    """The reference stored in `path` (see the module doc); raises `ValueError` naming
-    `reference.file` and the file."""
+                   columns: Sequence[str] | None = None, others: Sequence[str] = (),
+                   key: str = "reference.file") -> Reference:
+    """The reference stored in `path` (see the module doc); raises `ValueError` naming the
+    params key `key` (`reference.file`, or `problem.observations.file` for observation data)
+    and the file."""
     path = Path(path)
     keys = dict(keys or {})
     try:
@@ -72,7 +74,12 @@ def read_reference(path: str | Path, inputs: Sequence[str], field: str = "u",
                     None if columns is None else tuple(columns))
         return _named(ref, {keys[f]: f for f in others if keys.get(f, f) != f})
     except ValueError as e:  # _Bad, or the `Reference` built from the file's data
-        raise ValueError(f"reference.file = {path.as_posix()!r}: {e}") from None
+        message = str(e)
+        if key != "reference.file":  # the hints name the keys of the section `key` is in
+            section = key.rpartition(".")[0]
+            message = message.replace("reference.keys", f"{section}.keys").replace(
+                "reference.columns", f"{section}.columns")
+        raise ValueError(f"{key} = {path.as_posix()!r}: {message}") from None
 
 
 def _named(ref: Reference, renames: dict[str, str]) -> Reference:

@@ -91,6 +91,41 @@ def read_reference_file(cfg: Params):
                           others=problem.fields[1:])
 
 
+def read_observations(cfg: Params, problem) -> dict[str, np.ndarray]:
+    """The data of `problem`'s `Observation` conditions as the collocation stage stores them
+    (`observation<i>_points (N, d)`, `observation<i>_values (N,)`, float64; `pinn.loss.
+    observation_key`): from `problem.observations.file` (read like `reference.file`, every
+    observed field at the file's points; relative paths from the project root), else generated
+    by the problem (`Problem.observations`). `{}` without observations. Raises `ValueError`
+    naming `problem.observations.file` and the file (what the gate checks)."""
+    from pinn.reference.files import read_reference
+
+    conditions = problem.observation_conditions()
+    obs = cfg.problem.observations
+    if not conditions:
+        return {}
+    if obs.file is None:
+        data = [problem.observations(c) for c in conditions]
+    else:
+        fields = list(dict.fromkeys(c.field or problem.fields[0] for c in conditions))
+        ref = read_reference(obs.file, problem.input_names, field=fields[0],
+                             time=problem.box.time, keys=obs.keys, columns=obs.columns,
+                             others=fields[1:], key="problem.observations.file")
+        values = {fields[0]: ref.u.reshape(-1),
+                  **{f: v.reshape(-1) for f, v in ref.fields.items()}}
+        for f in fields[1:]:
+            if f not in values:
+                raise ValueError(f"problem.observations.file = {Path(obs.file).as_posix()!r}: no "
+                                 f"array or column {obs.keys.get(f, f)!r} (the observed field {f})")
+        points = ref.points()
+        data = [(points, values[c.field or problem.fields[0]]) for c in conditions]
+    out: dict[str, np.ndarray] = {}
+    for i, (z, v) in enumerate(data):
+        out[f"observation{i}_points"] = np.asarray(z, np.float64)
+        out[f"observation{i}_values"] = np.asarray(v, np.float64)
+    return out
+
+
 def require(path: Path, made_by: str) -> Path:
     if not Path(path).exists():
         raise UserError(f"{path}: missing (run the {made_by} stage first)")
@@ -108,10 +143,13 @@ def load_reference(path: Path):
 
 
 def load_collocation(path: Path) -> dict[str, np.ndarray]:
+    """The collocation stage's sets: `interior`, `ic`, `bc`, and the observation data
+    (`observation<i>_points`, `observation<i>_values`) when the problem has any."""
     require(path, "collocation")
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in ("interior", "ic", "bc")}
+            return {k: data[k] for k in ("interior", "ic", "bc", *(
+                name for name in data.files if name.startswith("observation")))}
     except Exception as e:
         raise UserError(f"{path}: not a valid collocation file ({type(e).__name__}: {e})") from None
 

@@ -33,6 +33,7 @@ def check_feasible(params: Params, source: str = "params.yaml") -> None:
     naming the key. Run by the gate and `pinn check-params`, so the stages' own imports (and code
     dependencies) stay those of the schema."""
     check_reference_file(params, source)
+    check_observations_file(params, source)
     if params.refine.method not in DENSE_REFINE_METHODS:
         return
     import sys
@@ -61,6 +62,34 @@ def check_reference_file(params: Params, source: str = "params.yaml") -> None:
         read_reference_file(params)
     except ValueError as e:
         raise ConfigError(f"{source}: {e}") from None
+
+
+def check_observations_file(params: Params, source: str = "params.yaml") -> None:
+    """`problem.observations.file`, when set, is read whole before any stage runs (as the
+    collocation stage reads it): a missing or unreadable file, a missing array or column, a
+    shape mismatch, NaNs are one line naming the key and the file (`ConfigError`)."""
+    if params.problem.observations.file is None:
+        return
+    from pinn.stages.common import problem_of, read_observations
+
+    try:
+        read_observations(params, problem_of(params))
+    except ValueError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def observations_stamp(params: Params) -> str:
+    """What the observation data's source is, for DVC: the collocation stage (which stores the
+    data for training) depends on this text (`--observations-stamp`), so editing the file of
+    `problem.observations.file` reruns it and, through its output, training. Without a file the
+    data come from the problem's code (`data/problem.stamp`): the stamp is constant."""
+    import hashlib
+
+    file = params.problem.observations.file
+    if file is None:
+        return "no observation file: the problem's own data (or none)\n"
+    digest = hashlib.sha256(Path(file).read_bytes()).hexdigest()
+    return f"problem.observations.file: {file}\nsha256 of {Path(file).as_posix()}: {digest}\n"
 
 
 def reference_stamp(params: Params) -> str:
@@ -137,6 +166,9 @@ def main(
                                  help="Written: the problem's code identity (`problem_stamp`)."),
     reference: Path = typer.Option(None, "--reference-stamp",
                                    help="Written: the reference file's identity (`reference_stamp`)."),
+    observations: Path = typer.Option(
+        None, "--observations-stamp",
+        help="Written: the observation file's identity (`observations_stamp`)."),
 ) -> None:
     cfg = read_params(params)
     check_feasible(cfg, str(params))
@@ -145,6 +177,8 @@ def main(
         io.write_text(problem, problem_stamp(cfg))
     if reference is not None:
         io.write_text(reference, reference_stamp(cfg))
+    if observations is not None:
+        io.write_text(observations, observations_stamp(cfg))
     io.write_text(stamp, "params valid\n")
     print(f"{params}: ok")
 

@@ -15,6 +15,7 @@ import typer
 
 from pinn import io
 from pinn.errors import DivergenceError
+from pinn.loss import observation_sets
 from pinn.precision import refined_precision, scope
 from pinn.stages.common import (
     PARAMS, QUIET, command, load_collocation, load_reference, problem_of,
@@ -50,8 +51,11 @@ def main(
     rows: list[dict] = []
     with scope(output_precision(cfg)):
         problem = problem_of(cfg)
-        fixed = load_collocation(collocation)["interior"] if cascade.uses_fixed_points(cfg) else None
-        trainer, model = cascade.make_trainer(cfg, problem, finest, fixed_points=fixed)
+        sets = load_collocation(collocation)
+        fixed = sets["interior"] if cascade.uses_fixed_points(cfg) else None
+        observations = observation_sets(problem, sets)
+        trainer, model = cascade.make_trainer(cfg, problem, finest, fixed_points=fixed,
+                                              observations=observations)
         template = cascade.carry_template(trainer, model, cfg, finest)
         carry, _ = io.load_tree(start, template)
         if skipped:

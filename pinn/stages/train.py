@@ -21,6 +21,7 @@ import typer
 
 from pinn import io
 from pinn.errors import UserError
+from pinn.loss import observation_sets
 from pinn.precision import scope
 from pinn.stages.common import (
     PARAMS, QUIET, command, load_collocation, load_reference, problem_of,
@@ -54,14 +55,18 @@ def main(
     with scope(cfg.train.precision):
         problem = problem_of(cfg)
         ref = load_reference(reference)
-        fixed = load_collocation(collocation)["interior"] if cascade.uses_fixed_points(cfg) else None
-        trainer, model = cascade.make_trainer(cfg, problem, level, fixed_points=fixed)
+        sets = load_collocation(collocation)
+        fixed = sets["interior"] if cascade.uses_fixed_points(cfg) else None
+        observations = observation_sets(problem, sets)
+        trainer, model = cascade.make_trainer(cfg, problem, level, fixed_points=fixed,
+                                              observations=observations)
         if source == "init":
             network, _ = io.load_tree(start, split(model)[1])
             state = cascade.start_level(cfg, trainer, model, level, network=network)
             steps_before = 0
         else:
-            prev_trainer, prev_model = cascade.make_trainer(cfg, problem, source, fixed_points=fixed)
+            prev_trainer, prev_model = cascade.make_trainer(
+                cfg, problem, source, fixed_points=fixed, observations=observations)
             template = cascade.carry_template(prev_trainer, prev_model, cfg, source)
             previous, extras = io.load_tree(start, template)
             if "steps_done" not in extras:
