@@ -32,10 +32,20 @@ def window_names(cfg: Params) -> list[str]:
     return [f"window{k}" for k in range(cfg.windows.count)]
 
 
+def time_axis(problem) -> int:
+    """The problem's time column; raises `ValueError` for a steady problem (the gate refuses
+    `windows.count` > 1 for one)."""
+    t = problem.box.time_axis
+    if t is None:
+        raise ValueError(f"{type(problem).__name__}: a steady problem has no time axis to cut "
+                         "into windows (windows.count must be 1)")
+    return t
+
+
 def bounds(cfg: Params, problem) -> np.ndarray:
     """The K+1 window boundaries `t_0 < t_1 < ... < t_K` over the problem's time interval
     (float64, `(K + 1,)`): equal slabs, `t_k = t_0 + k (t_K − t_0) / K`."""
-    t = problem.box.time_axis
+    t = time_axis(problem)
     return np.linspace(problem.lower[t], problem.upper[t], cfg.windows.count + 1)
 
 
@@ -59,9 +69,7 @@ def slab_problem(problem, t0: float, t1: float, initial: Callable | None = None)
 
     cls = type(problem)
     box = problem.box
-    t = box.time_axis
-    if t is None:
-        raise ValueError(f"{cls.__name__}: a steady problem has no time axis to cut into windows")
+    t = time_axis(problem)
     lower = tuple(t0 if i == t else v for i, v in enumerate(box.lower))
     upper = tuple(t1 if i == t else v for i, v in enumerate(box.upper))
     slab = Box(box.names, lower, upper, box.periodic, box.time)

@@ -1,0 +1,219 @@
+"""Time-marching windows (`pinn.windows`, stages `window0` and `window@window<k>`).
+
+Fast: the slabs and which window a time belongs to, a window's problem (its box, its sampled
+points, its initial condition taken from the previous network at the boundary), the collocation
+and reference restricted to a window, stitching, the params gate. Slow (one test): `dvc repro`
+with three windows, then a change of window 1's settings reruns windows 1 and 2 only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import yaml
+
+from pinn import io, pipeline, windows
+from pinn.config import ConfigError, validate_params
+from pinn.problems import make_problem
+from pinn.reference import Reference
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "benchmarks" / "regression" / "params.yaml"
+
+
+def _params(count: int = 4, **changes) -> dict:
+    data = yaml.safe_load(TINY.read_text())
+    data["windows"] = {"count": count, "later": {
+        f"window{k}": {"after": f"window{k - 1}", "steps": 5 + k, "refine_iterations": 0}
+        for k in range(1, count)}}
+    data.update(changes)
+    return data
+
+
+def test_bounds_split_the_time_interval_evenly_and_times_fall_in_one_window():
+    cfg = validate_params(_params(4))
+    problem = make_problem("burgers_1d")
+    edges = windows.bounds(cfg, problem)
+    np.testing.assert_array_equal(edges, [0.0, 0.25, 0.5, 0.75, 1.0])
+    t = np.array([0.0, 0.1, 0.2499, 0.25, 0.5, 0.74, 0.75, 0.999, 1.0])
+    # an inner boundary belongs to the later window, the final time to the last one
+    np.testing.assert_array_equal(windows.window_index(t, edges), [0, 0, 0, 1, 2, 2, 3, 3, 3])
+    assert windows.window_names(cfg) == ["window0", "window1", "window2", "window3"]
+
+
+def test_windows_off_changes_nothing():
+    cfg = validate_params(yaml.safe_load(TINY.read_text()))
+    problem = make_problem("burgers_1d")
+    assert windows.window_problem(cfg, problem, 0) is problem
+    sets = {"interior": np.ones((3, 2)), "ic": np.ones((2, 1)), "bc": np.ones((3, 2))}
+    assert windows.collocation_in_window(cfg, problem, sets, 0) is sets
+
+
+def test_a_window_trains_on_its_slab():
+    from pinn import cascade
+
+    cfg = validate_params(_params(4))
+    whole = make_problem("allen_cahn_1d")
+    problem = windows.window_problem(cfg, whole, 2)
+    assert problem.lower == (0.5, -1.0) and problem.upper == (0.75, 1.0)
+    assert problem.coefficients == whole.coefficients and problem != whole
+    assert problem.term_names(True) == whole.term_names(True)
+    # the sampled points (the trainer's and the fixed sets moved into the slab) lie in it
+    trainer, model = cascade.make_trainer(cfg, problem, "level1")
+    z = np.asarray(trainer._interior_points(jax.random.PRNGKey(0), 4096))
+    assert z[:, 0].min() >= 0.5 and z[:, 0].max() <= 0.75 and z[:, 0].max() - z[:, 0].min() > 0.2
+    state = cascade.state_template(trainer, model, cfg, "level1")
+    points, _ = trainer.sampler.batch(state.sampler_state)
+    assert np.all((np.asarray(points)[:, 0] >= 0.5) & (np.asarray(points)[:, 0] <= 0.75))
+    full = np.array([[0.0, -1.0], [1.0, 1.0], [0.5, 0.3]])
+    sets = windows.collocation_in_window(cfg, whole, {"interior": full, "ic": full[:, 1:],
+                                                      "bc": full}, 2)
+    np.testing.assert_allclose(sets["interior"], [[0.5, -1.0], [0.75, 1.0], [0.625, 0.3]])
+    np.testing.assert_array_equal(sets["ic"], full[:, 1:])
+
+
+def test_the_initial_condition_is_the_previous_network_at_the_boundary(tmp_path):
+    """Window k's IC term at t_k is zero for the previous window's very network (loaded from its
+    export, embedded over the previous slab), and equals u(t_k, x) - u_prev(t_k, x) otherwise."""
+    from pinn.levels import level_model
+    from pinn.models import apply_fn, split
+    from pinn.stages.window import previous_field
+
+    cfg = validate_params(_params(3))
+    whole = make_problem("burgers_1d")
+    prev_model = level_model(cfg, windows.window_problem(cfg, whole, 0), "level1")
+    graphdef, prev_params, rest = split(prev_model)
+    prev_params = jax.tree_util.tree_map(lambda a: a + 0.3 * jnp.sin(7.0 * a), prev_params)
+    prev_model = lambda z: apply_fn(graphdef, rest)(prev_params, z)
+    io.save_tree(tmp_path / "window0.npz", prev_params)
+    initial, _ = previous_field(cfg, whole, 1, tmp_path / "window0.npz", jnp.float32)
+    problem = windows.window_problem(cfg, whole, 1, initial)
+    x = jnp.linspace(-1.0, 1.0, 33)[:, None]
+    t_k = 1.0 / 3.0
+    prev_at = np.asarray(prev_model(jnp.concatenate([jnp.full_like(x, t_k), x], axis=1)))
+    np.testing.assert_allclose(np.asarray(initial(jnp.concatenate([jnp.full_like(x, t_k), x], 1))),
+                               prev_at, rtol=1e-6, atol=1e-6)
+    # the loss's IC mismatch: zero for the previous network itself ...
+    np.testing.assert_allclose(np.asarray(problem.ic_residual(initial, x)), 0.0, atol=1e-6)
+    # ... and for another field, its difference from the previous network at t_k (not at t = 0,
+    # not the problem's own -sin(pi x))
+    other = lambda z: jnp.cos(3.0 * z[:, 0]) * z[:, 1]
+    np.testing.assert_allclose(np.asarray(problem.ic_residual(other, x)),
+                               np.cos(3.0 * t_k) * np.asarray(x[:, 0]) - prev_at, atol=1e-5)
+    # window 0 keeps the problem's own initial condition
+    first = windows.window_problem(cfg, whole, 0)
+    np.testing.assert_allclose(np.asarray(first.ic_residual(lambda z: 0.0 * z[:, 0], x)),
+                               np.sin(np.pi * np.asarray(x[:, 0])), atol=1e-6)
+
+
+def _grid_reference() -> Reference:
+    t = np.linspace(0.0, 1.0, 9)
+    x = np.linspace(-1.0, 1.0, 5)
+    u = np.sin(np.pi * x)[None, :] * (1.0 + t[:, None])
+    return Reference(t=t, x=x, y=None, u=u, est_rel_error=0.0)
+
+
+def test_stitching_takes_each_time_from_its_window():
+    cfg = validate_params(_params(3))
+    problem = make_problem("burgers_1d")
+    ref = _grid_reference()
+    edges = windows.bounds(cfg, problem)
+    preds = [np.full(ref.u.shape, float(k)) for k in range(3)]
+    stitched = windows.stitch(preds, ref, "t", edges)
+    want = windows.window_index(ref.t, edges)  # t = 0, 1/8, ..., 1 -> 0 0 0 1 1 1 2 2 2
+    np.testing.assert_array_equal(want, [0, 0, 0, 1, 1, 1, 2, 2, 2])
+    np.testing.assert_array_equal(stitched, np.repeat(want[:, None], 5, axis=1))
+    part = windows.reference_in_window(cfg, problem, ref, 1)
+    np.testing.assert_array_equal(part.t, ref.t[3:6])
+    np.testing.assert_array_equal(part.u, ref.u[3:6])
+    # scattered points: by their time column
+    pts = np.array([[0.0, 0.1], [0.4, 0.0], [0.9, -0.5], [1.0, 0.2]])
+    scat = Reference.at_points(pts, ("t", "x"), np.arange(4.0), est_rel_error=0.0)
+    s = windows.stitch([np.full(4, 0.0), np.full(4, 1.0), np.full(4, 2.0)], scat, "t", edges)
+    np.testing.assert_array_equal(s, [0, 1, 2, 2])
+    np.testing.assert_array_equal(windows.reference_in_window(cfg, problem, scat, 2).u, [2.0, 3.0])
+
+
+@pytest.mark.parametrize("windows_params,key", [
+    ({"count": 3, "later": {"window1": {"after": "window0", "steps": 5}}}, "windows.later"),
+    ({"count": 2, "later": {"window1": {"after": "window1", "steps": 5}}},
+     "windows.later.window1.after"),
+    ({"count": 2, "later": {"window1": {"after": "window0", "steps": 0}}},
+     "windows.later.window1.steps"),
+    ({"count": 0, "later": {}}, "windows.count"),
+])
+def test_the_gate_names_the_bad_windows_key(windows_params, key):
+    data = yaml.safe_load(TINY.read_text())
+    data["windows"] = windows_params
+    with pytest.raises(ConfigError) as err:
+        validate_params(data, source="params.yaml")
+    lines = str(err.value).splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"params.yaml: {key} = "), lines
+
+
+def test_the_gate_refuses_windows_for_a_steady_problem():
+    data = yaml.safe_load((ROOT / "examples" / "poisson5d" / "params.yaml").read_text())
+    data["problem"]["target"] = str(ROOT / "examples" / "poisson5d" / "poisson.py") + ":Poisson5D"
+    data["windows"] = {"count": 2, "later": {"window1": {"after": "window0", "steps": 5}}}
+    with pytest.raises(ConfigError) as err:
+        validate_params(data, source="params.yaml")
+    assert str(err.value) == ("params.yaml: windows.count = 2: the problem is steady (no time "
+                              "axis to march in); use 1")
+
+
+# ----------------------------------------------------------------------------------------------
+# the DVC pipeline: changing window 1 of 3 reruns windows 1 and 2, nothing before
+
+
+def _repro(project: Path) -> str:
+    proc = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=project,
+                          env=pipeline.subprocess_env(), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_changing_a_window_reruns_it_and_the_later_ones_only(tmp_path):
+    import re
+
+    data = _params(3)
+    data["multilevel"] = {"num_levels": 1, "coarsening_factor": 0.5, "finest_warmup_steps": 0,
+                          "levels": {"level0": {"steps": 10, "init_from": "init"}}}
+    data["refine"].update(iterations=5, block_size=5)
+    data["windows"]["later"]["window1"].update(steps=10, refine_iterations=5)
+    data["windows"]["later"]["window2"].update(steps=10)
+    data["report"]["snapshot_times"] = [0.0, 1.0]
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(data, sort_keys=False))
+    project = pipeline.make_project(tmp_path / "p", params)
+    ran = re.findall(r"Running stage '([^']+)':", _repro(project))
+    assert {"train@level0", "refine", "window0", "window@window1", "window@window2",
+            "evaluate"} <= set(ran)
+    metrics = json.loads((project / "metrics.json").read_text())
+    assert set(metrics) >= {"rel_l2", "rel_l2_window0", "rel_l2_window1", "rel_l2_window2"}
+    before = {k: (project / "data" / "windows" / f"{k}.npz").read_bytes()
+              for k in ("window0", "window1", "window2")}
+
+    data["windows"]["later"]["window1"]["steps"] = 20
+    (project / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    ran = re.findall(r"Running stage '([^']+)':", _repro(project))
+    windows_ran = [s for s in ran if s.startswith("window")]
+    assert windows_ran == ["window@window1", "window@window2"], ran
+    assert not {"train@level0", "refine", "reference", "collocation", "init"} & set(ran), ran
+    assert "evaluate" in ran
+    # the new value reached training; window 0's network is untouched, the later ones changed
+    logged = json.loads((project / "data" / "window_logs" / "window1" / "metrics.json").read_text())
+    assert logged["steps"] == 20
+    assert (project / "data" / "windows" / "window0.npz").read_bytes() == before["window0"]
+    for k in ("window1", "window2"):
+        assert (project / "data" / "windows" / f"{k}.npz").read_bytes() != before[k]
