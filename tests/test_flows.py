@@ -232,7 +232,8 @@ def test_pipeline_flow_fails_at_once_on_a_user_error_in_a_stage(
     stages_table = json.loads(artifacts(flow_run)["pinn-stages"])
     assert [(r["stage"], r["outcome"]) for r in stages_table] == (
         [(s, unchanged(built_copy, s)) for s in upstream]
-        + [("refine", "failed"), ("evaluate", "not run"), ("report", "not run")])
+        + [("refine", "failed"), ("window0", "not run"), ("evaluate", "not run"),
+           ("report", "not run")])
     logs = flow_logs(flow_run)
     assert state.message in logs
     assert not [m for m in logs if "Traceback" in m or "Retry" in m], logs
