@@ -115,6 +115,28 @@ def test_the_initial_condition_is_the_previous_network_at_the_boundary(tmp_path)
                                np.sin(np.pi * np.asarray(x[:, 0])), atol=1e-6)
 
 
+def test_causal_weighting_acts_within_the_window():
+    """With `balancing.causal`, a window's PDE loss chunks its own slab: the loss equals the causal
+    loss over [t_k, t_{k+1}] (Wang, Sankaran & Perdikaris 2022), not over the whole interval."""
+    from pinn import balancing
+    from pinn.loss import loss_dict, loss_spec
+
+    data = _params(4)
+    data["balancing"]["causal"] = {"enabled": True, "tolerance": 1.0, "num_chunks": 4}
+    cfg = validate_params(data)
+    problem = windows.window_problem(cfg, make_problem("burgers_1d"), 2)
+    z = jnp.stack([jnp.linspace(0.5, 0.75, 64), jnp.linspace(-0.9, 0.9, 64)], axis=1)
+    u = lambda zz: jnp.sin(3.0 * zz[:, 0]) * zz[:, 1] ** 2
+    weights = jnp.ones(64)
+    losses, aux = loss_dict(problem, loss_spec(cfg, problem), u, z, weights, z[:4, 1:], z[:4])
+    r2 = jnp.square(problem.residual(u, z))
+    within, w = balancing.causal_residual_loss(r2, z[:, 0], 0.5, 0.75, 4, 1.0, weights)
+    whole, _ = balancing.causal_residual_loss(r2, z[:, 0], 0.0, 1.0, 4, 1.0, weights)
+    np.testing.assert_allclose(float(losses["pde"]), float(within), rtol=1e-6)
+    assert float(aux["causal_min_weight"]) == pytest.approx(float(jnp.min(w)))
+    assert abs(float(whole) - float(within)) > 1e-3 * abs(float(within))
+
+
 def _grid_reference() -> Reference:
     t = np.linspace(0.0, 1.0, 9)
     x = np.linspace(-1.0, 1.0, 5)
