@@ -106,7 +106,8 @@ def test_dag_is_read_from_dvc_with_foreach_expanded(tiny_project):
     assert upstream["reference"] == upstream["collocation"] == upstream["init"] == {"params"}
     assert upstream["train@level0"] == {"params", "reference", "collocation", "init"}
     assert upstream["train@level1"] == {"params", "reference", "collocation", "train@level0"}
-    assert upstream["evaluate"] == {"params", "reference", "refine"}
+    assert upstream["evaluate"] == {"params", "reference", "refine", "window0"}
+    assert upstream["window0"] == {"refine"}
     assert dict((n.name, n.cmd) for n in dag)["train@level1"].startswith(
         "python -m pinn.stages.train --params params.yaml --level level1 --start data/export/level0.npz ")
 
