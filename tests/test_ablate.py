@@ -338,7 +338,7 @@ def test_a_study_runs_as_dvc_experiments_and_reuses_the_run_cache(tmp_path, monk
         return set(re.findall(r"Stage '([^']+)' is cached - skipping run", logs[name]))
 
     assert report.reuse.ran == sum(len(ran(n)) for n in exps)
-    assert report.reuse.reused == sum(len(restored(n)) for n in exps) == 4 * 6 - report.reuse.ran
+    assert report.reuse.reused == sum(len(restored(n)) for n in exps) == 4 * 7 - report.reuse.ran
     # ... the first experiment ran everything; another seed shares the reference only; the second
     # variant of a seed (only the refinement differs) did not rerun reference, collocation, init
     # (the experiments reproduce `evaluate`: neither the report nor the plots page is upstream)
