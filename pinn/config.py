@@ -318,6 +318,42 @@ class MultilevelConfig(_Section):
         return self
 
 
+class WindowConfig(_Section):
+    """One later time-marching window (`windows.later.window<k>`, k >= 1): it starts from window
+    k-1's network and trains it `steps` Adam steps, then `refine_iterations` iterations of
+    `refine.method` (0: none), on its own time slab (`pinn.windows`)."""
+
+    #: the window this one starts from (its initial condition and network): the one before
+    after: str
+    steps: int = Field(gt=0)
+    refine_iterations: int = Field(0, ge=0)
+
+
+class WindowsConfig(_Section):
+    """Time-marching (`pinn.windows`): the time axis cut into `count` equal windows. Window 0 is
+    the cascade (`multilevel`) and refinement (`refine`) on the first slab; each later one is a
+    stage of its own (`window@window<k>`) configured under `later`."""
+
+    count: int = Field(1, gt=0, le=64)
+    later: dict[str, WindowConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _chain(self):
+        names = list(self.later)
+        want = [f"window{k}" for k in range(1, self.count)]
+        if names != want:
+            raise ValueError(
+                f"later = {{{', '.join(names)}}}: windows.count = {self.count} needs exactly "
+                f"{', '.join(want) or 'no later windows'} (window0 is the cascade and refinement)"
+            )
+        for k, name in enumerate(names, start=1):
+            got = self.later[name].after
+            if got != f"window{k - 1}":
+                raise ValueError(f"later.{name}.after = {got!r}: must be 'window{k - 1}' (each "
+                                 "window starts from the one before)")
+        return self
+
+
 class OptimizerConfig(_Section):
     """Adam with warm-up and exponential decay; hybrid switch to the refinement by loss threshold."""
 
@@ -475,6 +511,7 @@ class Params(_Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     report: ReportConfig = ReportConfig()
     distributed: DistributedConfig = DistributedConfig()
+    windows: WindowsConfig = WindowsConfig()
 
     @model_validator(mode="after")
     def _across_sections(self):
@@ -520,6 +557,13 @@ class Params(_Section):
             if name not in names:
                 raise ValueError(f"problem.observations.keys.{name} = {value!r}: not a name the "
                                  f"reader looks for (names: {', '.join(names)})")
+        if self.windows.count > 1 and not problem.has_initial:
+            why = ("the problem is steady (no time axis to march in)" if problem.steady else
+                   "the problem has no Initial condition (a window's starts from the one before)")
+            raise ValueError(f"windows.count = {self.windows.count}: {why}; use 1")
+        if self.windows.count > 1 and observed:
+            raise ValueError(f"windows.count = {self.windows.count}: {self.problem.identifier} has "
+                             "observation data, which time windows do not split; use 1")
         if problem.steady and problem.has_initial:
             raise ValueError(f"problem.target = {self.problem.identifier!r}: an Initial condition "
                              "in a steady problem (its Box has time=None: there is no initial time)")

@@ -86,7 +86,13 @@ def accuracy(
     fields: Sequence[str] = ("u",),
 ) -> Accuracy:
     """The accuracy of `u` (one output per field of `fields`) against `reference` (module doc)."""
-    pred = predict_on_grid(u, reference, dtype=dtype, chunk=chunk)
+    return accuracy_of_fields(predict_on_grid(u, reference, dtype=dtype, chunk=chunk), reference,
+                              fields)
+
+
+def accuracy_of_fields(pred: np.ndarray, reference, fields: Sequence[str] = ("u",)) -> Accuracy:
+    """The accuracy of a prediction `pred` on the reference's grid or points (shaped like its `u`,
+    with a last axis of k fields for k > 1 outputs) against `reference` (module doc)."""
     if pred.shape == reference.u.shape:  # one field
         acc = accuracy_of_prediction(pred, reference.u)
         return Accuracy(acc.rel_l2, acc.max_abs, acc.prediction, acc.error,

@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -1112,13 +1113,19 @@ def _build(inputs: ReportInputs, out: Path, *, title: str, dpi: int,
                ""]
     # a system of fields: evaluate writes rel_l2_<field> and max_abs_<field> per field, and the
     # headline over all of them stacked
-    per_field = [k[len("rel_l2_"):] for k in metrics if k.startswith("rel_l2_")]
+    per_field = [k[len("rel_l2_"):] for k in metrics if k.startswith("rel_l2_")
+                 and not re.fullmatch(r"window\d+", k[len("rel_l2_"):])]
+    # time-marching windows: evaluate writes rel_l2_window<k>, the error on window k's times
+    per_window = [k for k in metrics if re.fullmatch(r"rel_l2_window\d+", k)]
     stacked = " (all fields stacked)" if per_field else ""
+    stitched = f" (stitched, {len(per_window)} time windows)" if per_window else ""
     md += _table(["quantity", "value"], [
         ["problem", problem],
-        ["rel L2 error", fmt(_float(metrics.get("rel_l2"))) + stacked + mark],
+        ["rel L2 error", fmt(_float(metrics.get("rel_l2"))) + stacked + stitched + mark],
         *[[f"rel L2 error, field {f}", fmt(_float(metrics.get(f"rel_l2_{f}"))) + mark]
           for f in per_field],
+        *[[f"rel L2 error, time window {k[len('rel_l2_window'):]} (its times only)",
+           fmt(_float(metrics.get(k))) + mark] for k in per_window],
         ["max abs error",
          fmt(_float(metrics.get("max_abs"))) + (" (over all fields)" if per_field else "") + mark],
         *[[f"max abs error, field {f}", fmt(_float(metrics.get(f"max_abs_{f}"))) + mark]
@@ -1137,7 +1144,8 @@ def _build(inputs: ReportInputs, out: Path, *, title: str, dpi: int,
     if not inputs.metrics.exists():
         md += [_not_found(inputs, inputs.metrics, "accuracy metrics are not shown"), ""]
     known = {"problem", "rel_l2", "max_abs", "reference_est_rel_error", "reference_limited",
-             *(f"rel_l2_{f}" for f in per_field), *(f"max_abs_{f}" for f in per_field)}
+             *(f"rel_l2_{f}" for f in per_field), *(f"max_abs_{f}" for f in per_field),
+             *per_window}
     extra = [[k, fmt(v)] for k, v in sorted(metrics.items())
              if k not in known and isinstance(v, (int, float))]
     if extra:

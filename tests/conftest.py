@@ -39,7 +39,7 @@ TINY_PARAMS = ROOT / "benchmarks" / "regression" / "params.yaml"
 PROJECT_FILES = pipeline.PROJECT_FILES
 #: the stages of dvc.yaml (foreach expanded) for the tiny params' two levels
 STAGES = ["params", "plots_page", "reference", "collocation", "init", "train@level0",
-          "train@level1", "refine", "evaluate", "report"]
+          "train@level1", "refine", "window0", "evaluate", "report"]
 #: every file a stage writes (files inside output directories are found by `snapshot`)
 OUTPUTS = ("data", "metrics.json", "report", "dvc.lock")
 SUBPROCESS_TIMEOUT_S = 900

@@ -360,7 +360,7 @@ def test_a_study_runs_as_dvc_experiments_and_reuses_the_run_cache(tmp_path, monk
         return set(re.findall(r"Stage '([^']+)' is cached - skipping run", logs[name]))
 
     assert report.reuse.ran == sum(len(ran(n)) for n in exps)
-    assert report.reuse.reused == sum(len(restored(n)) for n in exps) == 4 * 6 - report.reuse.ran
+    assert report.reuse.reused == sum(len(restored(n)) for n in exps) == 4 * 7 - report.reuse.ran
     # ... the first experiment ran everything; another seed shares the reference only; the second
     # variant of a seed (only the refinement differs) did not rerun reference, collocation, init
     # (the experiments reproduce `evaluate`: neither the report nor the plots page is upstream)
@@ -385,7 +385,8 @@ def test_a_study_runs_as_dvc_experiments_and_reuses_the_run_cache(tmp_path, monk
     # lets DVC keep its runs (test_shared_stages_can_come_from_the_run_cache)
     train_cached = "train@level0" not in not_run_cached(work)
     for name in ("tiny-adam_only-s0", "tiny-adam_only-s1"):
-        expected = {"refine", "evaluate"} | (set() if train_cached else {"train@level0"})
+        expected = ({"refine", "window0", "evaluate"}
+                    | (set() if train_cached else {"train@level0"}))
         assert ran(name) == expected, name
     assert (report.reuse.saved_s > 0) == train_cached
 

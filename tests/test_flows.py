@@ -106,7 +106,8 @@ def test_dag_is_read_from_dvc_with_foreach_expanded(tiny_project):
     assert upstream["reference"] == upstream["collocation"] == upstream["init"] == {"params"}
     assert upstream["train@level0"] == {"params", "reference", "collocation", "init"}
     assert upstream["train@level1"] == {"params", "reference", "collocation", "train@level0"}
-    assert upstream["evaluate"] == {"params", "reference", "refine"}
+    assert upstream["evaluate"] == {"params", "reference", "refine", "window0"}
+    assert upstream["window0"] == {"refine"}
     assert dict((n.name, n.cmd) for n in dag)["train@level1"].startswith(
         "python -m pinn.stages.train --params params.yaml --level level1 --start data/export/level0.npz ")
 
@@ -232,7 +233,8 @@ def test_pipeline_flow_fails_at_once_on_a_user_error_in_a_stage(
     stages_table = json.loads(artifacts(flow_run)["pinn-stages"])
     assert [(r["stage"], r["outcome"]) for r in stages_table] == (
         [(s, unchanged(built_copy, s)) for s in upstream]
-        + [("refine", "failed"), ("evaluate", "not run"), ("report", "not run")])
+        + [("refine", "failed"), ("window0", "not run"), ("evaluate", "not run"),
+           ("report", "not run")])
     logs = flow_logs(flow_run)
     assert state.message in logs
     assert not [m for m in logs if "Traceback" in m or "Retry" in m], logs

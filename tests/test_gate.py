@@ -276,6 +276,13 @@ REFERENCE_FILE = ("the contents of the file reference.file names: the gate reads
                   "(check_reference_file; one line naming reference.file and the file, "
                   "tests/test_reference_files.py)")
 
+def _window_problem(cfg):
+    from pinn.stages.common import problem_of
+    from pinn.windows import window_problem
+
+    window_problem(cfg, problem_of(cfg), 0)
+
+
 SITES: dict[Site, Gate | Internal | Input] = {
     # --- balancing
     Site("pinn/balancing.py", "_check_num_terms", "num_terms = "):
@@ -314,7 +321,7 @@ SITES: dict[Site, Gate | Internal | Input] = {
     Site("pinn/reference/exact.py", "from_exact", ""):
         Input("the shape the user's problem class's exact() returns: one line naming the class "
               "and the expected shape"),
-    Site("pinn/evaluate.py", "accuracy", "accuracy: the network has "):
+    Site("pinn/evaluate.py", "accuracy_of_fields", "accuracy: the network has "):
         Internal("make_model gives the network one output per field of the problem"),
     Site("pinn/derivatives.py", "parse_derivative", "derivative "):
         Input("a derivative name the problem class declares: the gate (ProblemConfig) parses the "
@@ -539,6 +546,13 @@ SITES: dict[Site, Gate | Internal | Input] = {
     Site("pinn/stages/train.py", "main", "--level "):
         Input("the --level command-line argument: one line naming it"),
     Site("pinn/stages/train.py", "main", ""): Input(FILES),
+    Site("pinn/stages/window.py", "main", "--window "):
+        Input("the --window command-line argument: one line naming it"),
+    Site("pinn/windows.py", "time_axis", ""):
+        Gate({"problem": {"name": None,
+                          "target": f"{ROOT}/examples/poisson5d/poisson.py:Poisson5D"},
+              "windows": {"count": 2, "later": {"window1": {"after": "window0", "steps": 5}}}},
+             "windows.count", _window_problem),
     Site("pinn/progress.py", "progress_mode", "progress = "):
         Internal("the stages pass a bool; a mode string comes from code, not params"),
     Site("pinn/stages/gate.py", "check_feasible", ""):

@@ -117,7 +117,7 @@ def test_level1_steps_rerun_level1_and_downstream_only(built_copy, pipeline_env)
     proc = dvc(built_copy, pipeline_env, "repro")
     out = output_of(proc)
     assert proc.returncode == 0, out
-    assert stages_ran(out) == ["params", "train@level1", "refine", "evaluate", "report"]
+    assert stages_ran(out) == ["params", "train@level1", "refine", "window0", "evaluate", "report"]
     assert sorted(stages_skipped(out)) == ["collocation", "init", "plots_page", "reference",
                                            "train@level0"]
     after = snapshot(built_copy)

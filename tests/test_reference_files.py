@@ -457,8 +457,8 @@ def test_reference_file_through_the_pipeline(built_copy, pipeline_env):
     out = output_of(proc)
     assert proc.returncode == 0, out[-4000:]
     ran = set(stages_ran(out))
-    assert {"params", "reference", "train@level0", "train@level1", "refine", "evaluate",
-            "report"} == ran, ran
+    assert {"params", "reference", "train@level0", "train@level1", "refine", "window0",
+            "evaluate", "report"} == ran, ran
     edited = json.loads((project / "metrics.json").read_text())
     assert edited["rel_l2"] != metrics["rel_l2"]
     np.testing.assert_array_equal(Reference.load(project / "data/reference.npz").u,

@@ -499,3 +499,16 @@ def test_accuracy_limited_by_the_reference_is_marked(tmp_path, limited):
     assert marked == limited and ("limited by the reference" in summary_value(md, "max abs error")) == limited
     assert ("Accuracy limited by the reference" in md) == limited
     assert "reference_limited" not in md  # (not repeated as an "other metric")
+
+
+def test_time_windows_get_a_row_each_not_a_field_row(tmp_path):
+    """Time-marching (pinn.windows): evaluate's rel_l2_window<k> are listed as windows, the
+    headline marked as stitched; they are not mistaken for the fields of a system."""
+    (tmp_path / "metrics.json").write_text(json.dumps(
+        {"rel_l2": 0.03, "max_abs": 0.1, "rel_l2_window0": 0.01, "rel_l2_window1": 0.05,
+         "problem": "allen_cahn_1d"}))
+    md = report.stage_report(params(), tmp_path).read_text()
+    assert summary_value(md, "rel L2 error") == "3.000e-02 (stitched, 2 time windows)"
+    assert summary_value(md, "rel L2 error, time window 0 (its times only)") == "1.000e-02"
+    assert summary_value(md, "rel L2 error, time window 1 (its times only)") == "5.000e-02"
+    assert "field window" not in md and "rel_l2_window" not in md

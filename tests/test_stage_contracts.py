@@ -98,8 +98,9 @@ def test_code_dependencies_are_the_import_graph(dag):
         unused = [d for d in code if not any(f == d or f.startswith(d + "/") for f in needed)]
         assert not unused, f"stage {node.name} lists {unused} in dvc.yaml but never imports them"
         checked += 1
-    # the gate, the plots page, 4 single stages, 2 levels, refine, evaluate, report (tiny params)
-    assert checked == 10
+    # the gate, the plots page, 4 single stages, 2 levels, refine, window0, evaluate, report (tiny
+    # params: windows off, so no window@ stage)
+    assert checked == 11
 
 
 def test_the_closure_sees_imports_inside_functions():
@@ -193,11 +194,14 @@ def test_the_alternative_changes_every_key_that_stages_read():
     # only by the reference stage, which declares `reference`: tests/test_reference_files.py);
     # problem.observations.*: unset in both (the built-ins have no observations; the data are read
     # by the collocation stage, which declares `problem`: tests/test_observations.py)
+    # windows: off in both (the tiny DAG has no window@ stage, and a mix of one count with another
+    # file's later windows is invalid; tests/test_windows.py checks their reruns through DVC)
     assert same == {"problem.name", "problem.target", "reference.file", "reference.keys",
                     "reference.columns", "problem.observations.file", "problem.observations.keys",
                     "problem.observations.columns", "multilevel.num_levels", "multilevel.levels.level0.init_from",
                     "multilevel.levels.level1.init_from", "distributed.coordinator_address",
-                    "distributed.num_processes", "distributed.process_id"}
+                    "distributed.num_processes", "distributed.process_id", "windows.count",
+                    "windows.later"}
 
 
 def _outputs(project: Path, node: pipeline.StageNode) -> dict[str, object]:
@@ -266,7 +270,7 @@ def test_undeclared_params_do_not_reach_a_stages_outputs(built, tmp_path):
                 f"stage {node.name}: {name} changed when only params it does not declare changed "
                 f"(declared: {_declared(dvc_yaml, node)})")
         checked.append(node.name)
-    assert len(checked) == 9  # every stage but the gate (the plots page included)
+    assert len(checked) == 10  # every stage but the gate (the plots page, window0 included)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -141,7 +141,7 @@ def test_cascade_then_refine_end_to_end(tmp_path):
     project = pipeline.make_project(tmp_path / "project", params)
     ran = pipeline.run_in_process(project)
     assert ran == ["params", "plots_page", "reference", "collocation", "init", "train@level0",
-                   "train@level1", "refine", "evaluate", "report"]
+                   "train@level1", "refine", "window0", "evaluate", "report"]
 
     level0 = pd.read_csv(project / "data/train/level0/history.csv")
     level1 = pd.read_csv(project / "data/train/level1/history.csv")

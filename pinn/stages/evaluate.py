@@ -12,6 +12,12 @@ per field; errors.npz holds the first field as `prediction`/`error`, each furthe
 `prediction_<field>`/`error_<field>`, and `fields` (their names, in order). A single field named
 other than `u` is named by `fields` too; a problem with the one field `u` writes exactly what it
 always did.
+
+Time-marching windows (`windows.count` = K > 1, `pinn.windows`): window 0's network is `--refined`,
+window k's `--windows`/window<k>.npz; each reference time is evaluated with the network of the
+window holding it, `rel_l2`/`max_abs` are over the stitched prediction, and `rel_l2_window<k>`
+(after `max_abs`) is the rel L2 on window k's times alone. Evaluated in float64 when any window's
+network is.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from pinn import io
+from pinn import io, windows
 from pinn.errors import DivergenceError
 from pinn.precision import refined_precision, scope
 from pinn.stages.common import PARAMS, command, load_reference, problem_of, read_params, require
@@ -33,8 +39,10 @@ def main(
     reference: Path = typer.Option(..., "--reference", help="Reference solution."),
     metrics: Path = typer.Option(..., "--metrics", help="metrics.json to write."),
     errors: Path = typer.Option(..., "--errors", help="Prediction and error arrays (.npz)."),
+    windows_dir: Path = typer.Option(..., "--windows",
+                                     help="The time-marching windows' networks (window<k>.npz)."),
 ) -> None:
-    from pinn.evaluate import accuracy
+    from pinn.evaluate import accuracy, accuracy_of_fields, predict_on_grid
     from pinn.levels import level_model, level_names
     from pinn.models import apply_fn, cast, split
 
@@ -43,13 +51,35 @@ def main(
     ref = load_reference(reference)
     r = cfg.refine
     problem = problem_of(cfg)
-    with scope(refined_precision(r.method, r.iterations, r.precision, cfg.train.precision)) as dtype:
-        model = level_model(cfg, problem, level_names(cfg)[-1])
-        graphdef, template, rest = split(model)
-        params_, extras = io.load_tree(refined, cast(template, dtype))
-        u = apply_fn(graphdef, cast(rest, dtype))
-        acc = accuracy(lambda z: u(params_, z), ref, dtype=dtype, chunk=cfg.evaluate.chunk_size,
-                       fields=problem.fields)
+    count = cfg.windows.count
+    precisions = [refined_precision(r.method, r.iterations, r.precision, cfg.train.precision)]
+    precisions += [refined_precision(r.method, w.refine_iterations, r.precision, cfg.train.precision)
+                   for w in cfg.windows.later.values()]
+    edges = windows.bounds(cfg, problem) if count > 1 else None
+    per_window: dict[str, float] = {}
+    with scope("float64" if "float64" in precisions else precisions[0]) as dtype:
+        def network(k: int, path: Path):
+            model = level_model(cfg, windows.window_problem(cfg, problem, k), level_names(cfg)[-1])
+            graphdef, template, rest = split(model)
+            params_, extras = io.load_tree(path, cast(template, dtype))
+            u = apply_fn(graphdef, cast(rest, dtype))
+            return (lambda z: u(params_, z)), extras
+
+        u0, extras = network(0, refined)
+        if count == 1:
+            acc = accuracy(u0, ref, dtype=dtype, chunk=cfg.evaluate.chunk_size, fields=problem.fields)
+        else:  # time-marching: each time evaluated with its window's network (pinn.windows)
+            fns = [u0] + [network(k, require(windows_dir / f"window{k}.npz", f"window@window{k}"))[0]
+                          for k in range(1, count)]
+            preds = [predict_on_grid(u, ref, dtype=dtype, chunk=cfg.evaluate.chunk_size)
+                     for u in fns]
+            pred = windows.stitch(preds, ref, problem.box.time, edges)
+            acc = accuracy_of_fields(pred, ref, problem.fields)
+            for k in range(count):
+                mask = windows.reference_mask(ref, problem.box.time, edges, k)
+                part = windows.reference_in_window(cfg, problem, ref, k)
+                per_window[f"rel_l2_window{k}"] = accuracy_of_fields(pred[mask], part,
+                                                                     problem.fields).rel_l2
     if not acc.finite:
         raise DivergenceError(
             f"evaluate: the network's predictions are not finite (rel_l2 = {acc.rel_l2}); "
@@ -60,6 +90,7 @@ def main(
         "rel_l2": acc.rel_l2,
         "max_abs": acc.max_abs,
     }
+    result.update(per_window)  # time-marching: rel L2 on each window's times
     several = len(problem.fields) > 1
     if several:  # per field (the headline is over all of them stacked)
         result.update({f"rel_l2_{name}": a.rel_l2 for name, a in acc.per_field.items()})

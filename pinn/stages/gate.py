@@ -123,17 +123,25 @@ def problem_stamp(params: Params) -> str:
     return f"problem.target: {params.problem.target}\nsha256 of {path.as_posix()}: {digest}\n"
 
 
-def declared_params(dvcfile: Path, levels: list[str]) -> dict[str, str]:
+def declared_params(dvcfile: Path, cfg: Params) -> dict[str, str]:
     """Every params.yaml key a stage of `dvcfile` declares → the (first) stage declaring it;
-    `${key}` in a foreach stage is expanded over `levels`."""
+    `${key}` in a foreach stage is expanded over the keys of the mapping its `foreach` names
+    (`${multilevel.levels}`: the levels, `${windows.later}`: the later windows)."""
     stages = (yaml.safe_load(Path(dvcfile).read_text()) or {}).get("stages", {})
+    data = cfg.model_dump()
     keys: dict[str, str] = {}
     for name, stage in stages.items():
         body = stage.get("do", stage)
+        over = str(stage.get("foreach", "")).strip()
+        items: Any = data
+        if over.startswith("${") and over.endswith("}"):
+            for part in over[2:-1].split("."):
+                items = items.get(part, {}) if isinstance(items, dict) else {}
+        names = list(items) if isinstance(items, dict) and over else []
         for entry in body.get("params", []) or []:
             if not isinstance(entry, str):
                 continue  # {other_file.yaml: [...]}: not ours
-            for key in ([entry.replace("${key}", lv) for lv in levels] if "${key}" in entry else [entry]):
+            for key in ([entry.replace("${key}", n) for n in names] if "${key}" in entry else [entry]):
                 keys.setdefault(key, name)
     return keys
 
@@ -151,7 +159,7 @@ def check_declared(cfg: Params, params: Path, dvcfile: Path) -> None:
     only track keys that are there, and fails mid-pipeline on a missing one). Raises `UserError`
     naming the first missing key."""
     data = yaml.safe_load(Path(params).read_text())
-    for key, stage in declared_params(dvcfile, list(cfg.multilevel.levels)).items():
+    for key, stage in declared_params(dvcfile, cfg).items():
         if not _present(data, key):
             raise UserError(
                 f"{params}: {key}: missing (stage '{stage}' of {dvcfile} declares it, and DVC can "

@@ -4,6 +4,7 @@ Runs in `refine.precision` (float64 by default) inside a precision scope; with `
 none` (or 0 iterations) it passes the finest network through. Resumable per block.
 Input: `<--exports>/<finest level>.npz`. Outputs: `--out` (the refined network's parameters + `refine_iterations`; deterministic .npz) and
 `--history` (one row per block: loss, rel L2, accepted steps, wall seconds).
+With time-marching windows (`windows.count` > 1) it refines window 0 (`pinn.windows`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from pinn import io
+from pinn import io, windows
 from pinn.errors import DivergenceError
 from pinn.loss import observation_sets
 from pinn.precision import refined_precision, scope
@@ -50,8 +51,10 @@ def main(
     skipped = cfg.refine.method == "none" or cfg.refine.iterations == 0
     rows: list[dict] = []
     with scope(output_precision(cfg)):
-        problem = problem_of(cfg)
-        sets = load_collocation(collocation)
+        # time-marching (windows.count > 1): window 0, on the first time slab
+        whole = problem_of(cfg)
+        problem = windows.window_problem(cfg, whole, 0)
+        sets = windows.collocation_in_window(cfg, whole, load_collocation(collocation), 0)
         fixed = sets["interior"] if cascade.uses_fixed_points(cfg) else None
         observations = observation_sets(problem, sets)
         trainer, model = cascade.make_trainer(cfg, problem, finest, fixed_points=fixed,
@@ -81,7 +84,7 @@ def main(
 
             params_out, _, _ = refine(
                 cfg, problem, trainer.graphdef, trainer.rest, carry.params, weights,
-                load_collocation(collocation), reference=load_reference(reference),
+                sets, reference=windows.reference_in_window(cfg, whole, load_reference(reference), 0),
                 on_log=rows.append, progress=progress_wanted(quiet),
                 on_block=lambda s: saved.save(int(s.iteration), s, rows), restore=restore,
             )

@@ -9,6 +9,9 @@ Outputs: `--export` (the level's `Carry` + `steps_done`, the Adam steps of all l
 deterministic .npz), `--checkpoint` (orbax, the level's whole final state), and under `--logs`:
 `history.csv` (one row per log interval), `metrics.json` (the last row, plus the network size),
 `samples.npz` (the last batch's points and weights).
+
+With time-marching windows (`windows.count` > 1) the level trains window 0 only: its problem,
+points and logged rel L2 restricted to the first time slab (`pinn.windows`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from pinn import io
+from pinn import io, windows
 from pinn.errors import UserError
 from pinn.loss import observation_sets
 from pinn.precision import scope
@@ -53,9 +56,11 @@ def main(
     source = cfg.multilevel.levels[level].init_from
     require(start, "init" if source == "init" else f"train@{source}")
     with scope(cfg.train.precision):
-        problem = problem_of(cfg)
-        ref = load_reference(reference)
-        sets = load_collocation(collocation)
+        # time-marching (windows.count > 1): the cascade trains window 0, on the first time slab
+        whole = problem_of(cfg)
+        problem = windows.window_problem(cfg, whole, 0)
+        ref = windows.reference_in_window(cfg, whole, load_reference(reference), 0)
+        sets = windows.collocation_in_window(cfg, whole, load_collocation(collocation), 0)
         fixed = sets["interior"] if cascade.uses_fixed_points(cfg) else None
         observations = observation_sets(problem, sets)
         trainer, model = cascade.make_trainer(cfg, problem, level, fixed_points=fixed,
