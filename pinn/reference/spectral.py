@@ -49,6 +49,11 @@ the modes per dimension and half the time step; the saved `u` is the finer solve
   by (and returning) `N = 1022`, `dt = 5e-5` (est_rel_error ≈ 1.5e-10 at `δ = 0.022`, `a = 1`,
   time error dominant: the solitons that form are smooth, and 1022 and 2044 points agree to
   1e-15 at equal `dt`); `kdv_resolution` refines both for narrower, faster solitons.
+- `kuramoto_sivashinsky_1d(alpha=100/16, beta=100/16², gamma=100/16⁴, t=None, x=None, modes=511,
+  dt=5e-5, progress=True, initial_condition=None)`: `u_t + α u u_x + β u_xx + γ u_xxxx = 0`,
+  `x ∈ [0, 2π)` periodic, `u(0, x) = cos x (1 + sin x)` (jaxpi's KS example), by `periodic_1d`
+  with `L = β k² - γ k⁴`; certified by (and returning) 1022 points, `dt = 2.5e-5`
+  (est_rel_error ≈ 6.8e-9, time error dominant). Output 201 × 512 on `[0, 2π]`, both ends.
 
 At `t = 0` the initial condition is returned exactly (evaluated at the output points).
 `t`/`x` may be any output grids (`t` strictly increasing, `t[0] >= 0`); output points that are not
