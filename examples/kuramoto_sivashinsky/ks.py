@@ -32,13 +32,15 @@ class KuramotoSivashinsky(Problem):
     box: ClassVar[Box] = Box(("t", "x"), (0.0, 0.0), (1.0, 2 * math.pi), (False, True))
     derivatives: ClassVar[tuple[str, ...]] = ("u_t", "u_x", "u_xx", "u_xxxx")
     coefficient_bounds: ClassVar[dict[str, Bound]] = {
-        "alpha": Bound(ge=0.0, le=20.0, why="α in α u u_x; the reference is budgeted for the "
-                                            "benchmark's 6.25"),
-        "beta": Bound(ge=0.0, le=1.0, why="β in β u_xx (anti-diffusion); the reference is "
-                                          "budgeted for the benchmark's 0.39"),
+        # the reference's resolution (511/1022 points, dt 5e-5) was checked at the benchmark's
+        # values only (est_rel_error 6.8e-9); these bounds keep the coefficients near them
+        "alpha": Bound(ge=0.0, le=20.0, why="α in α u u_x; the reference's resolution is checked "
+                                            "at the benchmark's 6.25"),
+        "beta": Bound(ge=0.0, le=1.0, why="β in β u_xx (anti-diffusion); the reference's "
+                                          "resolution is checked at the benchmark's 0.39"),
         # γ > 0 makes the problem well posed (the k⁴ damping); smaller γ: more unstable modes
-        "gamma": Bound(ge=1e-3, le=1.0, why="γ in γ u_xxxx; needs γ > 0 (well posed), the "
-                                            "reference is budgeted for γ >= 1e-3"),
+        "gamma": Bound(ge=1e-3, le=1.0, why="γ in γ u_xxxx; needs γ > 0 (well posed), and "
+                                            "smaller γ needs a finer reference than the default"),
     }
 
     def initial_condition(self, x: jax.Array) -> jax.Array:
