@@ -460,6 +460,7 @@ class EvaluateConfig(_Section):
 class ReportConfig(_Section):
     title: str = "PINN training report"
     dpi: int = Field(110, gt=0, le=600)
+    #: fractions of the time interval (0: its start, 1: its end) at which to draw the solution
     snapshot_times: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
 
     @field_validator("snapshot_times")

@@ -419,9 +419,11 @@ def _error_cmap():
 
 
 def snapshot_indices(t: np.ndarray, times: Sequence[float]) -> list[int]:
-    """Indices of the stored times nearest to each requested time (sorted, duplicates removed)."""
+    """Indices of the stored times nearest to each requested time, given as a fraction of the
+    stored time range (0: the first time, 1: the last; sorted, duplicates removed)."""
     t = np.asarray(t, dtype=np.float64)
-    return sorted({int(np.argmin(np.abs(t - float(s)))) for s in times})
+    at = t[0] + (t[-1] - t[0]) * np.asarray(times, dtype=np.float64)
+    return sorted({int(np.argmin(np.abs(t - s))) for s in at})
 
 
 def _positive(values: np.ndarray) -> np.ndarray:

@@ -433,6 +433,8 @@ def test_is_constant():
 def test_snapshot_indices_nearest_and_deduplicated():
     t = np.linspace(0, 1, 11)
     assert report.snapshot_indices(t, [0.0, 0.21, 0.24, 1.0, 7.0]) == [0, 2, 10]
+    # fractions of the time range: on t in [0, 5] (Heat 2d-MS), 0.5 is t = 2.5 and 1 is t = 5
+    assert report.snapshot_indices(np.linspace(0, 5, 21), [0.0, 0.5, 1.0]) == [0, 10, 20]
 
 
 def test_fmt():
