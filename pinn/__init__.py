@@ -1,5 +1,58 @@
 """pinn: accurate, fast, reproducible physics-informed neural networks in JAX.
 
 The pipeline (dvc.yaml) runs the stages of `pinn.stages`; the components they compose live in
-the modules of this package (see docs/architecture.md).
+the modules of this package (see docs/architecture.md). The user API is re-exported here:
+
+    import pinn
+
+    class KdV(pinn.Problem): ...                        # a PDE in your own file (docs/architecture.md)
+    cfg = pinn.load_params("params.yaml")              # validated params (pinn.config)
+    root = pinn.make_project("runs/kdv", "examples/kdv/params.yaml")
+    pinn.repro(root)                                   # the pipeline through DVC
+
+The names are resolved on first use (PEP 562), so `import pinn` loads nothing else and a stage,
+which imports the modules it uses directly, depends on those modules only (dvc.yaml's deps are
+the import closure of each stage: tests/test_stage_contracts.py).
 """
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+#: public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    # a problem: the user's class (conditions, bounds, geometry) and the built-in names
+    **{name: "pinn.problems" for name in (
+        "Problem", "Box", "Bound", "Initial", "Dirichlet", "Neumann", "Periodic", "Observation",
+        "Condition", "make_problem", "load_problem_class")},
+    # params
+    **{name: "pinn.config" for name in ("Params", "ConfigError", "load_params", "validate_params")},
+    # components, optax-style (init/update over pytree state), and the network
+    **{name: "pinn.sampling" for name in ("make_sampler", "uniform", "rad", "rar_d", "hard_bank",
+                                          "collocation_points")},
+    **{name: "pinn.balancing" for name in ("make_balancer", "fixed", "gradnorm", "grad_ratio",
+                                           "causal_residual_loss")},
+    **{name: "pinn.models" for name in ("PINN", "make_model")},
+    "Trainer": "pinn.train",  # (the refinement: `pinn.refine.refine`; `pinn.refine` is its module)
+    **{name: "pinn.evaluate" for name in ("accuracy", "Accuracy")},
+    # references
+    **{name: "pinn.reference" for name in ("Reference", "rel_l2", "from_exact", "periodic_1d")},
+    # the pipeline
+    **{name: "pinn.pipeline" for name in ("make_project", "repro", "run_in_process")},
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pinn' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # resolved once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
