@@ -105,7 +105,7 @@ def test_unit_tangent():
 def test_against_hessian_on_mlp(method):
     cfg = SimpleNamespace(width=16, depth=2, activation="tanh", fourier_features=0,
                           fourier_scale=1.0, rwf=False, rwf_mean=0.5, rwf_std=0.1,
-                          periodic_embedding=True)
+                          periodic_embedding=True, hard_initial_condition=False)
     problem = SimpleNamespace(lower=(0.0, 0.0, 0.0), upper=(1.0, 1.0, 1.0),
                               periodic=(False, True, True))
     graphdef, params, rest = split(make_model(cfg, problem, seed=3, dtype=jnp.float64))

@@ -133,7 +133,9 @@ def test_run_graph_is_the_data_graph_without_the_gate_fan(tiny_project):
     assert waits["reference"] == waits["collocation"] == waits["init"] == ("params",)
     assert waits["train@level0"] == ("collocation", "init", "reference")
     assert waits["train@level1"] == ("collocation", "reference", "train@level0")
-    assert waits["evaluate"] == ("reference", "refine")  # reference: implied by refine, but data
+    assert waits["window0"] == ("refine",)
+    # reference: implied by refine, but data; refine: implied by window0 (its copy), but data
+    assert waits["evaluate"] == ("reference", "refine", "window0")
     assert [s for s, ups in waits.items() if "params" in ups] == ["reference", "collocation", "init"]
 
     # no gate (a stage that is not upstream of everything): nothing is dropped

@@ -25,7 +25,8 @@ from pinn.problems import make_problem
 
 def cfg(**kw):
     base = dict(width=16, depth=2, activation="tanh", fourier_features=0, fourier_scale=1.0,
-                rwf=False, rwf_mean=0.5, rwf_std=0.1, periodic_embedding=True)
+                rwf=False, rwf_mean=0.5, rwf_std=0.1, periodic_embedding=True,
+                hard_initial_condition=False)
     return SimpleNamespace(**{**base, **kw})
 
 

@@ -58,6 +58,7 @@ PARAMS = {
     "refine": {"method": "lbfgs", "iterations": REFINE_ITERATIONS, "block_size": BLOCK,
                "memory_size": 5, "precision": "float64"},
     "train": {"log_every": LOG_EVERY, "checkpoint_every": CHECKPOINT_EVERY, "precision": "float32"},
+    "windows": {"count": 1, "later": {}},
 }
 INPUTS = ("data/reference.npz", "data/collocation.npz", "data/export/init.npz")
 TIMING = {"wall_s", "steps_per_s"}  # the only things allowed to differ between equal runs
