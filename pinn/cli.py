@@ -3,7 +3,7 @@
     pinn run [--params FILE] [--workdir DIR]   the whole pipeline: `dvc repro`, then where the report is
     pinn check-params [FILE]                   validate a params file
     pinn ablate STUDY.yaml [--jobs N]          an ablation study as DVC experiments (pinn.ablate)
-    pinn reference PROBLEM --out FILE.npz      certified reference solution
+    pinn reference PROBLEM --out FILE.npz      reference solution (built-in or path.py:Class)
 
 The stages themselves are `python -m pinn.stages.<stage> ...` (their commands are in dvc.yaml).
 Set PINN_DEBUG=1 to see tracebacks of user errors too.
@@ -26,7 +26,7 @@ app = typer.Typer(
 )
 
 
-#: the built-in problems (`pinn reference NAME`)
+#: the built-in problems (`pinn reference NAME` also takes a target path/to/file.py:Class)
 ProblemName = Enum("ProblemName", {name: name for name in BUILTIN_PROBLEMS}, type=str)
 
 
@@ -39,17 +39,36 @@ def _load(params: Path):
 @app.command()
 @one_line_errors
 def reference(
-    problem: ProblemName = typer.Argument(..., help="Which problem to solve."),
+    problem: str = typer.Argument(..., help="A built-in problem (" + ", ".join(BUILTIN_PROBLEMS)
+                                  + ") or a target path/to/file.py:Class (your own problem)."),
     out: Path = typer.Option(..., "--out", help="Output .npz file."),
+    coefficient: list[str] = typer.Option(
+        [], "--coefficient", "-c", help="A PDE coefficient NAME=VALUE (repeatable; default: "
+                                        "the problem's own)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ):
-    """Compute a certified reference solution (default coefficients) and save it as .npz."""
+    """Compute a problem's reference solution (the built-ins' certified solvers, a problem's own
+    `reference()` or its exact solution) and save it as .npz."""
+    import yaml
+
+    from pinn.errors import UserError
     from pinn.problems import make_problem
 
-    ref = make_problem(problem.value).reference(progress=not quiet)
+    coefficients = {}
+    for item in coefficient:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UserError(f"--coefficient {item}: must be NAME=VALUE")
+        coefficients[name] = yaml.safe_load(value)
+    try:
+        made = make_problem(problem, **coefficients)
+    except (ValueError, TypeError, OSError, ImportError) as e:
+        raise UserError(f"{problem}: {e}") from None
+    ref = made.reference(progress=not quiet)
     out.parent.mkdir(parents=True, exist_ok=True)
     ref.save(out)
-    typer.echo(f"{problem.value}: est. rel. L2 error {ref.est_rel_error:.2e} -> {out}")
+    est = "unknown" if ref.est_rel_error is None else f"{ref.est_rel_error:.2e}"
+    typer.echo(f"{problem}: est. rel. L2 error {est} -> {out}")
 
 
 def _check(params: Path, dvcfile: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import dataclass
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +18,8 @@ from pinn import derivatives as D
 from pinn.config import ConfigError, validate_params
 from pinn.loss import loss_dict, loss_spec
 from pinn.problems import PROBLEMS, Box, Dirichlet, Initial, Neumann, Periodic, Problem, make_problem
+
+ROOT = Path(__file__).resolve().parents[1]
 
 A, B, C = 1.3, 0.7, 0.9
 
@@ -381,3 +384,31 @@ def test_wave_example_exact_solution_satisfies_its_problem(monkeypatch):
     assert ref.u.shape == (201, 256) and ref.est_rel_error == 0.0
     np.testing.assert_allclose(ref.u[0], np.sin(np.pi * ref.x) + 0.5 * np.sin(4 * np.pi * ref.x),
                                atol=1e-14)
+
+
+def test_pinn_reference_takes_a_users_problem_and_its_coefficients(tmp_path):
+    """`pinn reference path.py:Class -c name=value --out f.npz`: the problem's own reference (here
+    its exact solution) with those coefficients; bad input: one line, exit 2, nothing written."""
+    from typer.testing import CliRunner
+
+    from pinn.cli import app
+    from pinn.reference import Reference
+
+    target = str(ROOT / "examples/convection/convection.py") + ":Convection"
+    out = tmp_path / "ref.npz"
+    result = CliRunner().invoke(app, ["reference", target, "-c", "beta=12", "--out", str(out),
+                                      "--quiet"])
+    assert result.exit_code == 0, result.output
+    ref = Reference.load(out)
+    t, x = np.meshgrid(ref.t, ref.x, indexing="ij")
+    np.testing.assert_allclose(ref.u, np.sin(x - 12.0 * t), atol=1e-6)
+    for args, expected in (
+            (["-c", "beta=-1"], "coefficient beta = -1"),
+            (["-c", "speed=3"], "unknown coefficient(s) ['speed']"),
+            (["-c", "beta"], "--coefficient beta: must be NAME=VALUE")):
+        bad = tmp_path / "bad.npz"
+        result = CliRunner().invoke(app, ["reference", target, *args, "--out", str(bad)])
+        assert result.exit_code == 2 and expected in result.output, (args, result.output)
+        assert len(result.output.strip().splitlines()) == 1 and not bad.exists()
+    result = CliRunner().invoke(app, ["reference", "kdv", "--out", str(tmp_path / "k.npz")])
+    assert result.exit_code == 2 and "unknown problem 'kdv'" in result.output
