@@ -99,6 +99,10 @@ class ProblemConfig(_Section):
     #: the data of the problem's `Observation` conditions (inverse problems); see
     #: `ObservationsConfig` (default: the problem generates them)
     observations: ObservationsConfig = ObservationsConfig()
+    #: inverse problems: scalar coefficients to recover, {name: initial guess}, e.g. {viscosity:
+    #: 0.05}; they are trained with the network from that guess (`pinn.problems.trainable`); the value in
+    #: `coefficients` (or the problem's default) is the true one, used only to report the error
+    trainable: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -140,6 +144,9 @@ class ProblemConfig(_Section):
         known = {k: v for k, v in self.coefficients.items() if k in allowed}
         for key, rule in problem.coefficient_errors(known).items():
             lines.append(f"coefficients.{key} = {self.coefficients[key]}: {rule}")
+        from pinn.problems.trainable import initial_errors
+
+        lines += initial_errors(self.trainable, problem)
         if lines:
             raise ValueError("\n".join(lines))
         return self
@@ -565,6 +572,9 @@ class Params(_Section):
         if self.windows.count > 1 and observed:
             raise ValueError(f"windows.count = {self.windows.count}: {self.problem.identifier} has "
                              "observation data, which time windows do not split; use 1")
+        if self.windows.count > 1 and self.problem.trainable:
+            raise ValueError(f"windows.count = {self.windows.count}: problem.trainable is set "
+                             "(each window would recover its own coefficients); use 1")
         if problem.steady and problem.has_initial:
             raise ValueError(f"problem.target = {self.problem.identifier!r}: an Initial condition "
                              "in a steady problem (its Box has time=None: there is no initial time)")

@@ -61,6 +61,8 @@ _TRAIN_COLUMNS = {"level", "step", "level_step", "loss", "grad_norm", "steps_per
                   "rel_l2", "causal_min_weight", "lr_scale"}
 #: prefixes of per-loss-term history columns
 _TERM_PREFIXES = ("loss_", "weight_", "ntk_")
+#: prefix of the trainable coefficients' columns (history) and keys (metrics.json)
+_COEF = "coef_"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -837,7 +839,8 @@ def sampler_stat_columns(histories: dict) -> list[str]:
     cols: list[str] = []
     for df in histories.values():
         for c in df.columns:
-            if c in _TRAIN_COLUMNS or c.startswith(_TERM_PREFIXES) or c in cols:
+            if (c in _TRAIN_COLUMNS or c.startswith(_TERM_PREFIXES) or c.startswith(_COEF)
+                    or c in cols):
                 continue
             if np.isfinite(_numeric(df, c)).any():
                 cols.append(c)
@@ -860,6 +863,23 @@ def _fig_sampler_stats(run: list[Phase], columns: list[str], path: Path, dpi: in
     axes[0][0].legend(loc="best", fontsize="small")
     _save(fig, path, dpi)
     return "Sampler statistics vs Adam step: " + ", ".join(f"`{c}`" for c in columns) + "."
+
+
+def coefficient_table(metrics: dict) -> list[str]:
+    """Markdown lines of the recovered trainable coefficients (inverse problems; evaluate's
+    `coef_<name>`, `coef_<name>_true`, `coef_<name>_rel_error`): one row per coefficient with the
+    recovered value, the true one and the relative error (n/a when the true value is unknown);
+    `[]` when there are none."""
+    names = [k[len(_COEF):] for k in metrics
+             if k.startswith(_COEF) and not k.endswith(("_true", "_rel_error"))]
+    if not names:
+        return []
+    rows = [[n, fmt(_float(metrics.get(f"{_COEF}{n}"))),
+             fmt(_float(metrics.get(f"{_COEF}{n}_true"))) if f"{_COEF}{n}_true" in metrics else "unknown",
+             fmt(_float(metrics.get(f"{_COEF}{n}_rel_error")))
+             if f"{_COEF}{n}_rel_error" in metrics else "n/a"] for n in names]
+    return (["### Recovered coefficients", ""]
+            + _table(["coefficient", "recovered", "true", "relative error"], rows) + [""])
 
 
 def _fmt_int(v: float | None) -> str:
@@ -1145,9 +1165,10 @@ def _build(inputs: ReportInputs, out: Path, *, title: str, dpi: int,
     md.append("")
     if not inputs.metrics.exists():
         md += [_not_found(inputs, inputs.metrics, "accuracy metrics are not shown"), ""]
+    md += coefficient_table(metrics)
     known = {"problem", "rel_l2", "max_abs", "reference_est_rel_error", "reference_limited",
              *(f"rel_l2_{f}" for f in per_field), *(f"max_abs_{f}" for f in per_field),
-             *per_window}
+             *per_window, *(k for k in metrics if k.startswith(_COEF))}
     extra = [[k, fmt(v)] for k, v in sorted(metrics.items())
              if k not in known and isinstance(v, (int, float))]
     if extra:
