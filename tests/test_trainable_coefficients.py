@@ -10,6 +10,7 @@ and the report's table."""
 
 from __future__ import annotations
 
+import json
 import math
 import textwrap
 from pathlib import Path
@@ -294,3 +295,54 @@ def test_report_reports_true_value_and_relative_error(user_file):
     assert "| k | 2.100e-01 | 2.000e-01 | 5.000e-02 |" in table
     assert "| k | 2.100e-01 | unknown | n/a |" in "\n".join(coefficient_table({"coef_k": 0.21}))
     assert coefficient_table({"rel_l2": 0.1}) == []
+
+
+# --- through the pipeline ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_inverse_burgers_example_trains_the_viscosity_through_the_stages(tmp_path,
+                                                                              monkeypatch):
+    """The inverse Burgers example, shrunk (2 levels of 60 Adam steps, 10 refinement
+    iterations), in process: the viscosity is logged in every level's history and the
+    refinement's, moves from its guess, is in the level exports and the refined network (the
+    value evaluate reports), and metrics.json and the report give it with its true value and
+    error."""
+    from pinn import pipeline
+
+    monkeypatch.chdir(ROOT)  # the example's target is relative to the project root
+    data = yaml.safe_load((ROOT / "examples/inverse_burgers/params.yaml").read_text())
+    tiny = yaml.safe_load(TINY.read_text())
+    for section in ("model", "collocation", "sampling", "train", "refine"):
+        data[section] = tiny[section]
+    data["multilevel"] = tiny["multilevel"]
+    data["multilevel"]["levels"] = {"level0": {"steps": 60, "init_from": "init"},
+                                    "level1": {"steps": 60, "init_from": "level0"}}
+    data["train"].update(log_every=20, checkpoint_every=20)
+    data["refine"].update(method="lbfgs", iterations=10, block_size=10)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(data))
+    root = pipeline.make_project(tmp_path / "run", params)
+    pipeline.run_in_process(root)
+
+    import csv
+
+    rows = {lv: list(csv.DictReader(open(root / f"data/train/{lv}/history.csv")))
+            for lv in ("level0", "level1")}
+    refine_rows = list(csv.DictReader(open(root / "data/refine/history.csv")))
+    nu = [float(r["coef_viscosity"]) for lv in ("level0", "level1") for r in rows[lv]]
+    assert nu[0] < 0.05 and all(0 < v for v in nu)  # moved down from the guess, stays > 0
+    metrics = json.loads((root / "metrics.json").read_text())
+    assert metrics["coef_viscosity_true"] == pytest.approx(0.01 / math.pi)
+    got = metrics["coef_viscosity"]
+    assert metrics["coef_viscosity_rel_error"] == pytest.approx(abs(got / (0.01 / math.pi) - 1))
+    assert got == pytest.approx(float(refine_rows[-1]["coef_viscosity"]), rel=1e-12)
+    # level1 started from level0's export: its coefficient is level0's last value
+    with np.load(root / "data/export/level0.npz") as level0:
+        raw = float(level0["tree.params['coefficients'].value"][0])
+    assert math.exp(raw) == pytest.approx(nu[len(rows["level0"]) - 1], rel=1e-6)
+    with np.load(root / "data/refined.npz") as refined:
+        assert math.exp(float(refined["tree['coefficients'].value"][0])) == pytest.approx(got)
+    report = (root / "report/report.md").read_text()
+    assert "### Recovered coefficients" in report and "| viscosity |" in report
+
