@@ -9,7 +9,9 @@ Inputs (paths given to `build_report`; every figure whose input is missing is sk
                                        names), the first as prediction/error, the others as
                                        prediction_<field>, error_<field> (reference.npz holds them
                                        as field_<field>)
-    metrics.json                       problem, rel_l2, max_abs, reference_est_rel_error, ...
+    metrics.json                       problem, rel_l2, max_abs, reference_est_rel_error, ...;
+                                       an inverse problem's coef_<name>, coef_<name>_true,
+                                       coef_<name>_rel_error (the "Recovered coefficients" table)
     <train_dir>/<level>/history.csv    per-level training log: `step` (global), `level_step`,
                                        `loss` (Adam minibatch loss), `rel_l2`, `wall_s` (from the
                                        start of that level's stage), `weight_*`, `ntk_*`, sampler
@@ -874,10 +876,11 @@ def coefficient_table(metrics: dict) -> list[str]:
              if k.startswith(_COEF) and not k.endswith(("_true", "_rel_error"))]
     if not names:
         return []
-    rows = [[n, fmt(_float(metrics.get(f"{_COEF}{n}"))),
-             fmt(_float(metrics.get(f"{_COEF}{n}_true"))) if f"{_COEF}{n}_true" in metrics else "unknown",
-             fmt(_float(metrics.get(f"{_COEF}{n}_rel_error")))
-             if f"{_COEF}{n}_rel_error" in metrics else "n/a"] for n in names]
+    def cell(key: str, missing: str) -> str:
+        return fmt(_float(metrics[key])) if key in metrics else missing
+
+    rows = [[n, cell(f"{_COEF}{n}", "n/a"), cell(f"{_COEF}{n}_true", "unknown"),
+             cell(f"{_COEF}{n}_rel_error", "n/a")] for n in names]
     return (["### Recovered coefficients", ""]
             + _table(["coefficient", "recovered", "true", "relative error"], rows) + [""])
 

@@ -346,3 +346,37 @@ def test_the_inverse_burgers_example_trains_the_viscosity_through_the_stages(tmp
     report = (root / "report/report.md").read_text()
     assert "### Recovered coefficients" in report and "| viscosity |" in report
 
+
+
+# --- the inverse Burgers example -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["params.yaml", "params_noise.yaml"])
+def test_the_inverse_burgers_params_pass_the_gate(monkeypatch, name):
+    from pinn.config import load_params
+
+    monkeypatch.chdir(ROOT)
+    cfg = load_params(ROOT / "examples/inverse_burgers" / name)
+    assert cfg.problem.trainable == {"viscosity": 0.05}
+
+
+def test_the_inverse_burgers_observations_are_the_cole_hopf_solution_plus_scaled_noise(
+        monkeypatch):
+    """The data: the solver's grid quadrature (`cole_hopf`, 256 nodes) at each point, and with
+    noise_std = 0.01 the same points and values plus noise of std 0.01 rms(u) (sample std within
+    10% for 2000 draws)."""
+    from pinn.problems import Observation
+    from pinn.reference.cole_hopf import cole_hopf
+
+    monkeypatch.chdir(ROOT)
+    clean = make_problem("examples/inverse_burgers/burgers.py:InverseBurgers")
+    z, u = clean.observations(clean.observation_conditions()[0])
+    assert z.shape == (2000, 2) and u.shape == (2000,)
+    for i in range(0, 2000, 400):
+        grid = cole_hopf(clean.viscosity, z[i:i + 1, 0], z[i:i + 1, 1], 256, progress=False)
+        assert u[i] == pytest.approx(grid[0, 0], abs=1e-14)
+    c = Observation(count=2000, noise_std=0.01, seed=0)
+    z2, noisy = clean.observations(c)
+    np.testing.assert_array_equal(z, z2)
+    rms = np.sqrt(np.mean(u**2))
+    assert np.std(noisy - u) == pytest.approx(0.01 * rms, rel=0.1)
