@@ -99,6 +99,11 @@ class ProblemConfig(_Section):
     #: the data of the problem's `Observation` conditions (inverse problems); see
     #: `ObservationsConfig` (default: the problem generates them)
     observations: ObservationsConfig = ObservationsConfig()
+    #: inverse problems: scalar coefficients to recover, {name: initial guess}, e.g.
+    #: {viscosity: 0.05}; trained with the network from that guess (`pinn.problems.trainable`);
+    #: the value in `coefficients` (or the problem's default) is the true one, used only to
+    #: report the error
+    trainable: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -140,6 +145,9 @@ class ProblemConfig(_Section):
         known = {k: v for k, v in self.coefficients.items() if k in allowed}
         for key, rule in problem.coefficient_errors(known).items():
             lines.append(f"coefficients.{key} = {self.coefficients[key]}: {rule}")
+        from pinn.problems.trainable import initial_errors
+
+        lines += initial_errors(self.trainable, problem)
         if lines:
             raise ValueError("\n".join(lines))
         return self
@@ -558,6 +566,9 @@ class Params(_Section):
             if name not in names:
                 raise ValueError(f"problem.observations.keys.{name} = {value!r}: not a name the "
                                  f"reader looks for (names: {', '.join(names)})")
+        if self.windows.count > 1 and self.problem.trainable:
+            raise ValueError(f"windows.count = {self.windows.count}: problem.trainable is set "
+                             "(each window would recover its own coefficients); use 1")
         if self.windows.count > 1 and not problem.has_initial:
             why = ("the problem is steady (no time axis to march in)" if problem.steady else
                    "the problem has no Initial condition (a window's starts from the one before)")

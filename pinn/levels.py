@@ -18,10 +18,15 @@ def level_names(cfg: Params) -> list[str]:
 
 
 def level_model(cfg: Params, problem, level: str) -> PINN:
-    """The network of `level` (seeded by `seed`; the non-trainable parts are shared by all levels)."""
+    """The network of `level` (seeded by `seed`; the non-trainable parts are shared by all levels),
+    with the trainable coefficients of `problem.trainable` at their initial guesses, if any."""
+    from pinn.problems.trainable import trainable_coefficients
+
     widths = level_widths(cfg)
     dtype = DTYPES[cfg.train.precision]
-    return make_model(cfg.model, problem, seed=cfg.seed, width=widths[level], dtype=dtype)
+    trainable = trainable_coefficients(cfg.problem.trainable, problem)
+    return make_model(cfg.model, problem, seed=cfg.seed, width=widths[level], dtype=dtype,
+                      coefficients=trainable.raw_initial() if trainable else ())
 
 
 def level_steps(cfg: Params, level: str) -> int:

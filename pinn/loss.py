@@ -34,15 +34,26 @@ class LossSpec:
     exact_periodic: bool
     causal: Any  # pinn.config.CausalConfig
     exact_initial: bool = False  # the network imposes the initial values (model.hard_initial_condition)
+    #: the problem's trainable coefficients (`problem.trainable`), read from the network's params
+    trainable: Any = None  # pinn.problems.trainable.TrainableCoefficients | None
+
+    def problem_at(self, problem, params):
+        """`problem` with its trainable coefficients at their values in `params` (itself when
+        there are none: the built-in problems' losses are unchanged)."""
+        return problem if self.trainable is None else self.trainable.apply(problem, params)
 
 
 def loss_spec(cfg: Params, problem) -> LossSpec:
     """The loss terms of `problem` under `cfg`: its residual names, then its conditions' terms
-    (those enforced by construction left out)."""
+    (those enforced by construction left out); the coefficients of `problem.trainable` are read
+    from the network's parameters (`pinn.problems.trainable`)."""
+    from pinn.problems.trainable import trainable_coefficients
+
     exact_periodic = cfg.model.periodic_embedding
     exact_initial = cfg.model.hard_initial_condition
     return LossSpec(problem.term_names(exact_periodic, exact_initial), exact_periodic,
-                    cfg.balancing.causal, exact_initial)
+                    cfg.balancing.causal, exact_initial,
+                    trainable_coefficients(cfg.problem.trainable, problem))
 
 
 def observation_key(i: int, what: str) -> str:
@@ -113,7 +124,9 @@ def loss_terms(
     obs: tuple = (),
 ) -> tuple[jax.Array, dict]:
     """The loss terms stacked `(K,)` in `spec.term_names` order (what the balancers weight), and
-    diagnostics; `u(params, z)` is the network; `obs`: the observation data (module doc)."""
+    diagnostics; `u(params, z)` is the network; `obs`: the observation data (module doc). The
+    problem's trainable coefficients (`spec.trainable`) take their values from `params`."""
+    problem = spec.problem_at(problem, params)
     losses, aux = loss_dict(problem, spec, lambda z: u(params, z), points, weights, ic_x, bc_z,
                             obs)
     return jnp.stack([losses[n] for n in spec.term_names]), aux

@@ -111,6 +111,7 @@ class PINN(nnx.Module):
         hard_initial: tuple[tuple[int, Callable[[jax.Array], jax.Array] | None], ...] = (),
         time_axis: int = 0,
         t0: float = 0.0,
+        coefficients: tuple[float, ...] = (),
         rngs: nnx.Rngs,
     ):
         if activation not in ACTIVATIONS:
@@ -139,6 +140,11 @@ class PINN(nnx.Module):
         self.hard_initial = tuple(hard_initial)
         self.time_axis = time_axis
         self.t0 = t0
+        # trainable PDE coefficients (inverse problems, `pinn.problems.trainable`): their raw
+        # values `(n,)`, trained with the network but not used by it (the loss reads them); absent
+        # when there are none, so the parameters of every other network are unchanged
+        if coefficients:
+            self.coefficients = nnx.Param(jnp.asarray(coefficients, dtype))
 
     def features(self, z: jax.Array) -> jax.Array:
         e = self.embedding(z)
@@ -174,6 +180,7 @@ def make_model(
     seed: int,
     width: int | None = None,
     dtype: jnp.dtype = jnp.float32,
+    coefficients: tuple[float, ...] = (),
 ) -> PINN:
     """Build the network of `cfg` (a `pinn.config.ModelConfig`) for `problem`.
 
@@ -181,7 +188,9 @@ def make_model(
     Periodic embedding is applied to the problem's periodic columns when `cfg.periodic_embedding`.
     The network has one output per field of the problem (`problem.fields`; one: `(N,)`). With
     `cfg.hard_initial_condition`, every initial value the problem states (`Initial`, order 0) is
-    imposed exactly: `u = u0 + (t - t0) N` (`Problem.hard_initial_values`).
+    imposed exactly: `u = u0 + (t - t0) N` (`Problem.hard_initial_values`). `coefficients`: the
+    raw initial values of trainable PDE coefficients (`TrainableCoefficients.raw_initial`), held
+    as the extra parameter vector `coefficients` (none: no such parameter).
     """
     periodic = tuple(bool(p) and cfg.periodic_embedding for p in problem.periodic)
     embedding = Embedding(tuple(problem.lower), tuple(problem.upper), periodic)
@@ -200,6 +209,7 @@ def make_model(
         hard_initial=hard,
         time_axis=time_axis,
         t0=float(problem.lower[time_axis]) if hard else 0.0,
+        coefficients=tuple(coefficients),
         rngs=nnx.Rngs(seed),
     )
 

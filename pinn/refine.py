@@ -25,6 +25,7 @@ from pinn.precision import DTYPES
 from pinn.progress import Progress, ProgressMode
 from pinn.sampling import rad_probabilities
 from pinn.loss import observation_sets
+from pinn.problems.trainable import raw_of
 from pinn.train import loss_spec, loss_terms
 
 
@@ -104,7 +105,8 @@ def refine(
     upper = jnp.asarray(problem.upper, dtype)
     redraw = jax.jit(
         lambda key, p: _rad_redraw(
-            key, lambda z: problem.residual(lambda zz: u(p, zz), z), points.shape[0], lower, upper,
+            key, lambda z: spec.problem_at(problem, p).residual(lambda zz: u(p, zz), z),
+            points.shape[0], lower, upper,
             rcfg.rad_k, rcfg.rad_c, dtype,
         )
     )
@@ -142,6 +144,9 @@ def refine(
             "wall_s": time.perf_counter() - t_start,
             "method": rcfg.method,
         }
+        if spec.trainable is not None:  # the recovered coefficients (`pinn.problems.trainable`)
+            row.update({f"coef_{k}": float(np.asarray(v)) for k, v in
+                        spec.trainable.values(raw_of(params)).items()})
         if reference is not None:
             row["rel_l2"] = accuracy(lambda z: u(params, z), reference, dtype=dtype,
                                      fields=problem.fields).rel_l2

@@ -9,7 +9,9 @@ Inputs (paths given to `build_report`; every figure whose input is missing is sk
                                        names), the first as prediction/error, the others as
                                        prediction_<field>, error_<field> (reference.npz holds them
                                        as field_<field>)
-    metrics.json                       problem, rel_l2, max_abs, reference_est_rel_error, ...
+    metrics.json                       problem, rel_l2, max_abs, reference_est_rel_error, ...;
+                                       an inverse problem's coef_<name>, coef_<name>_true,
+                                       coef_<name>_rel_error (the "Recovered coefficients" table)
     <train_dir>/<level>/history.csv    per-level training log: `step` (global), `level_step`,
                                        `loss` (Adam minibatch loss), `rel_l2`, `wall_s` (from the
                                        start of that level's stage), `weight_*`, `ntk_*`, sampler
@@ -61,6 +63,8 @@ _TRAIN_COLUMNS = {"level", "step", "level_step", "loss", "grad_norm", "steps_per
                   "rel_l2", "causal_min_weight", "lr_scale"}
 #: prefixes of per-loss-term history columns
 _TERM_PREFIXES = ("loss_", "weight_", "ntk_")
+#: prefix of the trainable coefficients' columns (history) and keys (metrics.json)
+_COEF = "coef_"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -837,7 +841,8 @@ def sampler_stat_columns(histories: dict) -> list[str]:
     cols: list[str] = []
     for df in histories.values():
         for c in df.columns:
-            if c in _TRAIN_COLUMNS or c.startswith(_TERM_PREFIXES) or c in cols:
+            if (c in _TRAIN_COLUMNS or c.startswith(_TERM_PREFIXES) or c.startswith(_COEF)
+                    or c in cols):
                 continue
             if np.isfinite(_numeric(df, c)).any():
                 cols.append(c)
@@ -860,6 +865,24 @@ def _fig_sampler_stats(run: list[Phase], columns: list[str], path: Path, dpi: in
     axes[0][0].legend(loc="best", fontsize="small")
     _save(fig, path, dpi)
     return "Sampler statistics vs Adam step: " + ", ".join(f"`{c}`" for c in columns) + "."
+
+
+def coefficient_table(metrics: dict) -> list[str]:
+    """Markdown lines of the recovered trainable coefficients (inverse problems; evaluate's
+    `coef_<name>`, `coef_<name>_true`, `coef_<name>_rel_error`): one row per coefficient with the
+    recovered value, the true one and the relative error (n/a when the true value is unknown);
+    `[]` when there are none."""
+    names = [k[len(_COEF):] for k in metrics
+             if k.startswith(_COEF) and not k.endswith(("_true", "_rel_error"))]
+    if not names:
+        return []
+    def cell(key: str, missing: str) -> str:
+        return fmt(_float(metrics[key])) if key in metrics else missing
+
+    rows = [[n, cell(f"{_COEF}{n}", "n/a"), cell(f"{_COEF}{n}_true", "unknown"),
+             cell(f"{_COEF}{n}_rel_error", "n/a")] for n in names]
+    return (["### Recovered coefficients", ""]
+            + _table(["coefficient", "recovered", "true", "relative error"], rows) + [""])
 
 
 def _fmt_int(v: float | None) -> str:
@@ -1145,9 +1168,10 @@ def _build(inputs: ReportInputs, out: Path, *, title: str, dpi: int,
     md.append("")
     if not inputs.metrics.exists():
         md += [_not_found(inputs, inputs.metrics, "accuracy metrics are not shown"), ""]
+    md += coefficient_table(metrics)
     known = {"problem", "rel_l2", "max_abs", "reference_est_rel_error", "reference_limited",
              *(f"rel_l2_{f}" for f in per_field), *(f"max_abs_{f}" for f in per_field),
-             *per_window}
+             *per_window, *(k for k in metrics if k.startswith(_COEF))}
     extra = [[k, fmt(v)] for k, v in sorted(metrics.items())
              if k not in known and isinstance(v, (int, float))]
     if extra:

@@ -147,11 +147,20 @@ class Trainer:
         return state if self.mesh is None else distributed.replicate(state, self.mesh)
 
     def residual_fn(self, params) -> Callable[[jax.Array], jax.Array]:
+        problem = self.spec.problem_at(self.problem, params)  # trainable coefficients' values
         if self.mesh is not None:  # a candidate pool's evaluation is split along "data"
             mesh = self.mesh
             field = lambda zz: self.u(params, zz)
-            return lambda z: self.problem.residual(field, distributed.shard_batch(z, mesh))
-        return lambda z: self.problem.residual(lambda zz: self.u(params, zz), z)
+            return lambda z: problem.residual(field, distributed.shard_batch(z, mesh))
+        return lambda z: problem.residual(lambda zz: self.u(params, zz), z)
+
+    def coefficient_metrics(self, params) -> dict[str, jax.Array]:
+        """`{coef_<name>: value}` of the trainable coefficients in `params` (none: `{}`)."""
+        if self.spec.trainable is None:
+            return {}
+        from pinn.problems.trainable import raw_of
+
+        return {f"coef_{k}": v for k, v in self.spec.trainable.values(raw_of(params)).items()}
 
     def _ic_points(self, key, n):
         """`n` uniform points over the spatial columns `(n, d_space)` (the initial face without
@@ -219,6 +228,7 @@ class Trainer:
             metrics[f"weight_{name}"] = w[i]
         metrics.update(aux)
         metrics.update(self.sampler.stats(sampler_state, state.step))
+        metrics.update(self.coefficient_metrics(new_state.params))
         return new_state, metrics
 
     def ntk_traces(self, params) -> jax.Array:
@@ -227,7 +237,8 @@ class Trainer:
         z, ic_x, bc_z = self.ntk_points
 
         def residual(name):
-            return lambda p: term_residuals(self.problem, self.spec, lambda zz: self.u(p, zz),
+            return lambda p: term_residuals(self.spec.problem_at(self.problem, p), self.spec,
+                                            lambda zz: self.u(p, zz),
                                             z, ic_x, bc_z, self.obs)[name]
 
         return jnp.stack([per_point_sq_grad_norm(residual(n), params)

@@ -194,11 +194,15 @@ def test_the_alternative_changes_every_key_that_stages_read():
     # only by the reference stage, which declares `reference`: tests/test_reference_files.py);
     # problem.observations.*: unset in both (the built-ins have no observations; the data are read
     # by the collocation stage, which declares `problem`: tests/test_observations.py)
+    # problem.trainable: unset in both (the built-ins' coefficients are known; trainable ones are
+    # read through `problem`, which every stage that builds the problem declares:
+    # tests/test_trainable_coefficients.py)
     # windows: off in both (the tiny DAG has no window@ stage, and a mix of one count with another
     # file's later windows is invalid; tests/test_windows.py checks their reruns through DVC)
     assert same == {"problem.name", "problem.target", "reference.file", "reference.keys",
                     "reference.columns", "problem.observations.file", "problem.observations.keys",
-                    "problem.observations.columns", "multilevel.num_levels", "multilevel.levels.level0.init_from",
+                    "problem.observations.columns", "problem.trainable",
+                    "multilevel.num_levels", "multilevel.levels.level0.init_from",
                     "multilevel.levels.level1.init_from", "distributed.coordinator_address",
                     "distributed.num_processes", "distributed.process_id", "windows.count",
                     "windows.later"}

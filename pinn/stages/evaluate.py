@@ -18,6 +18,10 @@ window k's `--windows`/window<k>.npz; each reference time is evaluated with the 
 window holding it, `rel_l2`/`max_abs` are over the stitched prediction, and `rel_l2_window<k>`
 (after `max_abs`) is the rel L2 on window k's times alone. Evaluated in float64 when any window's
 network is.
+
+Inverse problems (`problem.trainable`, `pinn.problems.trainable`): `coef_<name>` (the recovered
+value, from the refined network's parameters) and, when the observations come from the problem's
+own solution (no `problem.observations.file`), `coef_<name>_true` and `coef_<name>_rel_error`.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ def main(
     from pinn.evaluate import accuracy, accuracy_of_fields, predict_on_grid
     from pinn.levels import level_model, level_names
     from pinn.models import apply_fn, cast, split
+    from pinn.problems.trainable import trainable_coefficients
 
     cfg = read_params(params)
     require(refined, "refine")
@@ -57,12 +62,18 @@ def main(
                    for w in cfg.windows.later.values()]
     edges = windows.bounds(cfg, problem) if count > 1 else None
     per_window: dict[str, float] = {}
+    coefficients: dict[str, float] = {}  # recovered trainable coefficients (window 0's network)
+    trainable = trainable_coefficients(cfg.problem.trainable, problem)
     with scope("float64" if "float64" in precisions else precisions[0]) as dtype:
         def network(k: int, path: Path):
             model = level_model(cfg, windows.window_problem(cfg, problem, k), level_names(cfg)[-1])
             graphdef, template, rest = split(model)
             params_, extras = io.load_tree(path, cast(template, dtype))
             u = apply_fn(graphdef, cast(rest, dtype))
+            if k == 0 and trainable is not None:
+                # the true value is the problem's own when the observations come from its solution
+                coefficients.update(trainable.report(
+                    params_, problem, known=cfg.problem.observations.file is None))
             return (lambda z: u(params_, z)), extras
 
         u0, extras = network(0, refined)
@@ -91,6 +102,8 @@ def main(
         "max_abs": acc.max_abs,
     }
     result.update(per_window)  # time-marching: rel L2 on each window's times
+    # inverse problems: coef_<name>, coef_<name>_true and coef_<name>_rel_error (when known)
+    result.update(coefficients)
     several = len(problem.fields) > 1
     if several:  # per field (the headline is over all of them stacked)
         result.update({f"rel_l2_{name}": a.rel_l2 for name, a in acc.per_field.items()})
