@@ -284,6 +284,10 @@ def _window_problem(cfg):
 
 
 SITES: dict[Site, Gate | Internal | Input] = {
+    # --- the package's lazy re-exports
+    Site("pinn/__init__.py", "__getattr__", "module 'pinn' has no attribute"):
+        Internal("Python's AttributeError for a name the package does not export (stages import "
+                 "modules, never these names)"),
     # --- balancing
     Site("pinn/balancing.py", "_check_num_terms", "num_terms = "):
         Internal("the trainer passes one weight per loss term it builds"),
