@@ -35,6 +35,51 @@ from pinn import pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_PARAMS = ROOT / "benchmarks" / "regression" / "params.yaml"
+
+
+def tiny_target_params(target: str, weights: dict, *, steps: int = 5, points: int = 128,
+                       initial_points: int = 16, boundary_points: int = 32, batch: int = 64,
+                       small_batches: int = 16, refine: dict | None = None,
+                       problem: dict | None = None) -> dict:
+    """The tiny params (`TINY_PARAMS`) for the user problem `target`: one level of `steps` Adam
+    steps, `points`/`initial_points`/`boundary_points` fixed points, batches of `batch` (and
+    `small_batches` initial/boundary), the loss `weights` by term, `refine` keys over the tiny
+    refinement and `problem` keys over `{target, coefficients: {}}` (a dict, for YAML)."""
+    data = yaml.safe_load(TINY_PARAMS.read_text())
+    data["problem"] = {"target": target, "coefficients": {}, **(problem or {})}
+    data["balancing"]["weights"] = weights
+    data["multilevel"] = {"num_levels": 1, "coarsening_factor": 0.5, "finest_warmup_steps": 0,
+                          "levels": {"level0": {"steps": steps, "init_from": "init"}}}
+    data["collocation"].update(num_points=points, ic_points=initial_points,
+                               bc_points=boundary_points)
+    data["sampling"].update(batch_size=batch, ic_batch_size=small_batches,
+                            bc_batch_size=small_batches)
+    data["refine"].update(refine or {})
+    return data
+
+
+def check_params(path: Path):
+    """`pinn check-params PATH` through typer's runner (the result: exit code and output)."""
+    from typer.testing import CliRunner
+
+    from pinn.cli import app
+
+    return CliRunner().invoke(app, ["check-params", str(path)])
+
+
+def refused_coefficient(params: Path, tmp_path: Path, name: str, value) -> str:
+    """`params` with `problem.coefficients = {name: value}`, through `pinn check-params`: asserts
+    exit status 2 and one line of output, and returns that line."""
+    data = yaml.safe_load(params.read_text())
+    data["problem"]["coefficients"] = {name: value}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    result = check_params(bad)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
 #: what a project needs besides params.yaml: the DAG, and the package its stages run
 PROJECT_FILES = pipeline.PROJECT_FILES
 #: the stages of dvc.yaml (foreach expanded) for the tiny params' two levels

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import check_params, refused_coefficient
 from pinn.problems import make_problem
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,17 +217,9 @@ def test_ks_reference_with_the_wrong_symbol_fails_the_pde_check() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_params(path: Path):
-    from typer.testing import CliRunner
-
-    from pinn.cli import app
-
-    return CliRunner().invoke(app, ["check-params", str(path)])
-
-
 @pytest.mark.parametrize("key", sorted(PARAMS))
 def test_gate_accepts_the_example_params(in_root, key) -> None:
-    result = _check_params(PARAMS[key])
+    result = check_params(PARAMS[key])
     assert result.exit_code == 0, result.output
     assert result.output.strip().endswith(": ok")
     data = yaml.safe_load(PARAMS[key].read_text())
@@ -242,11 +235,5 @@ def test_gate_accepts_the_example_params(in_root, key) -> None:
 ])
 def test_gate_rejects_a_bad_coefficient_in_one_line(in_root, tmp_path, key, name, value,
                                                      message) -> None:
-    data = yaml.safe_load(PARAMS[key].read_text())
-    data["problem"]["coefficients"] = {name: value}
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-    result = _check_params(bad)
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and re.search(message, lines[0]), result.output
+    line = refused_coefficient(PARAMS[key], tmp_path, name, value)
+    assert re.search(message, line), line

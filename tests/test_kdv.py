@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import check_params, refused_coefficient
 from pinn.reference import rel_l2
 from pinn.reference.spectral import (
     dealias_mask,
@@ -260,16 +261,8 @@ def test_problem_residual_vanishes_on_the_reference(in_root) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_params(path: Path):
-    from typer.testing import CliRunner
-
-    from pinn.cli import app
-
-    return CliRunner().invoke(app, ["check-params", str(path)])
-
-
 def test_gate_accepts_the_example_params(in_root) -> None:
-    result = _check_params(PARAMS)
+    result = check_params(PARAMS)
     assert result.exit_code == 0, result.output
     assert result.output.strip().endswith(": ok")
     data = yaml.safe_load(PARAMS.read_text())
@@ -286,11 +279,5 @@ def test_gate_accepts_the_example_params(in_root) -> None:
 def test_gate_rejects_a_bad_coefficient(in_root, tmp_path, name, value, message) -> None:
     import re
 
-    data = yaml.safe_load(PARAMS.read_text())
-    data["problem"]["coefficients"] = {name: value}
-    bad = tmp_path / "kdv.yaml"
-    bad.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-    result = _check_params(bad)
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and re.search(message, lines[0]), result.output
+    line = refused_coefficient(PARAMS, tmp_path, name, value)
+    assert re.search(message, line), line

@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import tiny_target_params
 from pinn.config import ConfigError, validate_params
 from pinn.problems import Observation, make_problem
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "benchmarks" / "regression" / "params.yaml"
 HEAT = f"{ROOT / 'examples' / 'inverse_heat' / 'heat.py'}:InverseHeat"
 
 # A problem with observations, as a user writes it in their own file: the 1-D heat equation with
@@ -78,15 +78,8 @@ def user_file(tmp_path, monkeypatch):
 
 
 def tiny_params(target: str, **weights: float) -> dict:
-    data = yaml.safe_load(TINY.read_text())
-    data["problem"] = {"target": target, "coefficients": {}}
-    data["balancing"]["weights"] = weights
-    data["multilevel"] = {"num_levels": 1, "coarsening_factor": 0.5, "finest_warmup_steps": 0,
-                          "levels": {"level0": {"steps": 5, "init_from": "init"}}}
-    data["collocation"].update(num_points=128, ic_points=16, bc_points=32)
-    data["sampling"].update(batch_size=64, ic_batch_size=16, bc_batch_size=16)
-    data["refine"].update(method="lbfgs", iterations=5, block_size=5)
-    return data
+    return tiny_target_params(target, weights, refine={"method": "lbfgs", "iterations": 5,
+                                                       "block_size": 5})
 
 
 # --- the data term ------------------------------------------------------------------------

@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import tiny_target_params
 from pinn import report
 from pinn.config import ConfigError, validate_params
 from pinn.problems import load_problem_class, make_problem
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "benchmarks" / "regression" / "params.yaml"
 #: the 5-D Poisson example (an absolute path: a target relative to any working directory)
 POISSON5D = f"{ROOT / 'examples' / 'poisson5d' / 'poisson.py'}:Poisson5D"
 
@@ -316,15 +316,9 @@ def test_an_initial_condition_in_a_steady_problem_is_refused(user_file, tmp_path
 
 
 def tiny_params(target: str, **weights: float) -> dict:
-    data = yaml.safe_load(TINY.read_text())
-    data["problem"] = {"target": target, "coefficients": {}}
-    data["balancing"]["weights"] = weights
-    data["multilevel"] = {"num_levels": 1, "coarsening_factor": 0.5, "finest_warmup_steps": 0,
-                          "levels": {"level0": {"steps": 20, "init_from": "init"}}}
-    data["collocation"].update(num_points=256, ic_points=64, bc_points=64)
-    data["sampling"].update(batch_size=128, ic_batch_size=32, bc_batch_size=32)
-    data["refine"].update(iterations=10, block_size=10)
-    return data
+    return tiny_target_params(target, weights, steps=20, points=256, initial_points=64,
+                              boundary_points=64, batch=128, small_batches=32,
+                              refine={"iterations": 10, "block_size": 10})
 
 
 def panel_titles(fig) -> list[str]:

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import tiny_target_params
 from pinn.config import ConfigError, validate_params
 from pinn.problems import make_problem
 
@@ -81,15 +82,9 @@ def user_file(tmp_path, monkeypatch):
 
 
 def tiny_params(target: str, trainable: dict, steps: int = 5, **weights: float) -> dict:
-    data = yaml.safe_load(TINY.read_text())
-    data["problem"] = {"target": target, "coefficients": {}, "trainable": trainable}
-    data["balancing"]["weights"] = weights or {"pde": 1.0}
-    data["multilevel"] = {"num_levels": 1, "coarsening_factor": 0.5, "finest_warmup_steps": 0,
-                          "levels": {"level0": {"steps": steps, "init_from": "init"}}}
-    data["collocation"].update(num_points=128, ic_points=16, bc_points=32)
-    data["sampling"].update(batch_size=64, ic_batch_size=16, bc_batch_size=16)
-    data["refine"].update(method="lbfgs", iterations=5, block_size=5)
-    return data
+    return tiny_target_params(target, weights or {"pde": 1.0}, steps=steps,
+                              refine={"method": "lbfgs", "iterations": 5, "block_size": 5},
+                              problem={"trainable": trainable})
 
 
 def trainer_of(cfg, problem):
