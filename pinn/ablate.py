@@ -1193,12 +1193,15 @@ def _fmt(v: float) -> str:
     return "n/a" if v is None or not math.isfinite(v) else f"{v:.2e}"
 
 
-def _cell(row) -> str:
+def _cell(row, seeds: int) -> str:
+    """mean [min–max] σ over the seeds that reached the budget; "(n of seeds)" when not all did
+    (a wall-clock budget some runs never reached)."""
     if not math.isfinite(row["mean"]):
         return "n/a"
     spread = f"[{_fmt(row['min'])}–{_fmt(row['max'])}]"
     std = f" σ {_fmt(row['std'])}" if math.isfinite(row["std"]) else ""
-    return f"{_fmt(row['mean'])} {spread}{std}"
+    short = f" (n = {int(row['n'])} of {seeds})" if int(row["n"]) < seeds else ""
+    return f"{_fmt(row['mean'])} {spread}{std}{short}"
 
 
 def _colours(names: Sequence[str]) -> dict[str, Any]:
@@ -1388,7 +1391,8 @@ def write_report(study: Study, project: Project, results: list[Result], out: str
         "refinement iterations); **N s**: the value logged last at or before N seconds of "
         "training wall-clock (each phase offset by the phases before it; compilation included). "
         "A run that ended before a budget counts with its final value; n/a: nothing logged "
-        "yet. The lowest mean per column is in bold.",
+        "yet; \"(n = k of N)\": only k of the N seeds had logged a value by that budget. The "
+        "lowest mean per column, among cells every seed reached, is in bold.",
         "",
     ]
     labels = budget_labels(study)
@@ -1402,7 +1406,9 @@ def write_report(study: Study, project: Project, results: list[Result], out: str
                 adam = sum(int(h["level_step"].iloc[-1]) for h in r.histories.values() if len(h))
                 qn = int(r.metrics.get("metrics.json", {}).get("refine_iterations", 0) or 0)
                 steps.setdefault(r.run.variant, set()).add(f"{adam}+{qn}" if qn else f"{adam}")
-        best = {b: part[part["budget"] == b]["mean"].min() for b in labels}
+        seeds = len(spec.seeds)
+        full = part[part["n"] >= seeds]  # the bold best: among cells every seed reached
+        best = {b: full[full["budget"] == b]["mean"].min() for b in labels}
         rows = []
         for variant in spec.variants:
             vpart = part[part["variant"] == variant]
@@ -1412,8 +1418,9 @@ def write_report(study: Study, project: Project, results: list[Result], out: str
                 if row.empty:
                     cells.append("failed")
                     continue
-                text = _cell(row.iloc[0])
-                cells.append(f"**{text}**" if row.iloc[0]["mean"] == best[b] else text)
+                text = _cell(row.iloc[0], seeds)
+                bold = row.iloc[0]["mean"] == best[b] and int(row.iloc[0]["n"]) >= seeds
+                cells.append(f"**{text}**" if bold else text)
             n = int(vpart["n"].max()) if not vpart.empty else 0
             rows.append([variant, ", ".join(sorted(steps.get(variant, {"-"}))), n] + cells)
         md += _table(["variant", "steps (Adam+QN)", "seeds"] + labels, rows) + [""]

@@ -161,6 +161,9 @@ def ablate(
                                       ("--source", source)) if value is not None]
     if extra and not pool:
         raise typer.BadParameter(f"{extra[0]} is for the runs on a work pool: give --pool too")
+    if pool and not remote:
+        raise typer.BadParameter("--pool needs --remote (the DVC remote the workers share: a URL "
+                                 "or a directory they all reach)")
     if pool:
         from flows.ablation import main as flow_main
 

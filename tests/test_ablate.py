@@ -135,6 +135,13 @@ def test_a_study_can_run_some_of_its_cases(tmp_path):
         ablate.only_cases(full, ["huge"])
 
 
+def test_a_budget_not_every_seed_reached_says_so_and_is_not_bold():
+    full = {"mean": 0.5, "min": 0.4, "max": 0.6, "std": 0.1, "n": 3}
+    part = {"mean": 1.22, "min": 1.22, "max": 1.22, "std": float("nan"), "n": 1}
+    assert ablate._cell(full, 3) == "5.00e-01 [4.00e-01–6.00e-01] σ 1.00e-01"
+    assert ablate._cell(part, 3) == "1.22e+00 [1.22e+00–1.22e+00] (n = 1 of 3)"
+
+
 def test_nothing_runs_for_an_invalid_study(tmp_path):
     """The CLI prints the one-line error and exits 2 before any project or report exists."""
     bad = write_study(tmp_path, GOOD.replace("sampling.method: rad", "sampling.method: radd"))
