@@ -158,6 +158,8 @@ def test_pinn_ablate_on_a_work_pool_goes_through_the_flow_and_checks_its_options
                                                                                 monkeypatch):
     """`pinn ablate --pool` is `python -m flows.ablation --pool` (the same checks, one line each,
     before anything runs); the pool's options without `--pool` are refused."""
+    import flows.ablation  # noqa: F401  (Prefect binds its log handlers to the stderr of the
+    # process that first imports it: not to the runner's temporary one, closed after invoke)
     from pinn.cli import app
 
     study = write_study(tmp_path, GOOD)

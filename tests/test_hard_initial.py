@@ -1,11 +1,11 @@
 """The hard initial condition `u = u0(t0, x) + (t - t0) N(t, x)` (`model.hard_initial_condition`):
 exact at t0 for any parameters (values and spatial derivatives), no `ic` loss term, only the
 columns of the fields with an initial value changed, refused where there is nothing to impose,
-and trained through the pipeline's own stages."""
+and trained through DVC (tests/test_overrides.py: `-S model.hard_initial_condition=true` reaches
+training, no `ic` term logged)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pinn.config import ConfigError, load_params, validate_params
+from pinn.config import ConfigError, validate_params
 from pinn.loss import loss_spec
 from pinn.models import apply_fn, make_model, split
 from pinn.problems import Box, Dirichlet, Initial, Problem, make_problem
@@ -99,37 +99,3 @@ def test_a_problem_without_an_initial_value_is_refused_naming_the_key():
     data["model"]["hard_initial_condition"] = "yes"
     with pytest.raises(ConfigError, match="model.hard_initial_condition"):
         validate_params(data)
-
-
-@pytest.mark.slow
-def test_hard_initial_condition_trains_through_the_stages(tmp_path):
-    """The tiny pipeline with the hard initial condition, in process: no `ic` term logged, the
-    refined network still equals the initial condition at t = 0, and training lowered the loss."""
-    from pinn import io, pipeline
-    from pinn.levels import level_model, level_names
-    from pinn.models import cast
-
-    data = yaml.safe_load(TINY.read_text())
-    data["model"]["hard_initial_condition"] = True
-    data["multilevel"].update(num_levels=1, levels={"level0": {"steps": 40, "init_from": "init"}})
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(data))
-    root = pipeline.make_project(tmp_path / "run", params)
-    pipeline.run_in_process(root)
-    rows = [json.loads((root / f"data/train/{lvl}/metrics.json").read_text())
-            for lvl in ("level0",)]
-    assert all("loss_ic" not in r and "loss_pde" in r for r in rows)
-    history = (root / "data/train/level0/history.csv").read_text().splitlines()
-    assert "loss_ic" not in history[0]
-    metrics = json.loads((root / "metrics.json").read_text())
-    assert np.isfinite(metrics["rel_l2"]) and metrics["rel_l2"] < 1.0
-    # the refined network at t = 0 is the initial condition
-    cfg = load_params(root / "params.yaml")
-    problem = make_problem(cfg.problem.identifier, **cfg.problem.coefficients)
-    graphdef, template, rest = split(level_model(cfg, problem, level_names(cfg)[-1]))
-    refined, _ = io.load_tree(root / "data/refined.npz", template)
-    u = apply_fn(graphdef, rest)
-    x = jnp.linspace(-1.0, 1.0, 17)[:, None]
-    z0 = jnp.concatenate([jnp.zeros_like(x), x], axis=1)
-    np.testing.assert_allclose(np.asarray(u(cast(refined, jnp.float32), z0)),
-                               np.asarray(problem.initial_condition(x)), atol=1e-6)
