@@ -457,7 +457,9 @@ def test_reference_file_through_the_pipeline(built_copy, pipeline_env):
     out = output_of(proc)
     assert proc.returncode == 0, out[-4000:]
     ran = set(stages_ran(out))
-    assert {"params", "reference", "train@level0", "train@level1", "refine", "window0",
+    # (window0 copies the refined network, which the reference does not change: it is only
+    # logged against; DVC sees the same data/refined.npz and skips it)
+    assert {"params", "reference", "train@level0", "train@level1", "refine",
             "evaluate", "report"} == ran, ran
     edited = json.loads((project / "metrics.json").read_text())
     assert edited["rel_l2"] != metrics["rel_l2"]
