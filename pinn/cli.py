@@ -60,6 +60,8 @@ def reference(
         if not sep or not name:
             raise UserError(f"--coefficient {item}: must be NAME=VALUE")
         coefficients[name] = yaml.safe_load(value)
+        if not isinstance(coefficients[name], (int, float, list)):
+            raise UserError(f"--coefficient {item}: {name} must be a number (or a list of numbers)")
     try:
         made = make_problem(problem, **coefficients)
     except (ValueError, TypeError, OSError, ImportError) as e:

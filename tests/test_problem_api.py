@@ -405,7 +405,8 @@ def test_pinn_reference_takes_a_users_problem_and_its_coefficients(tmp_path):
     for args, expected in (
             (["-c", "beta=-1"], "coefficient beta = -1"),
             (["-c", "speed=3"], "unknown coefficient(s) ['speed']"),
-            (["-c", "beta"], "--coefficient beta: must be NAME=VALUE")):
+            (["-c", "beta"], "--coefficient beta: must be NAME=VALUE"),
+            (["-c", "beta=abc"], "--coefficient beta=abc: beta must be a number")):
         bad = tmp_path / "bad.npz"
         result = CliRunner().invoke(app, ["reference", target, *args, "--out", str(bad)])
         assert result.exit_code == 2 and expected in result.output, (args, result.output)
