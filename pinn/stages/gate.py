@@ -83,13 +83,18 @@ def observations_stamp(params: Params) -> str:
     data for training) depends on this text (`--observations-stamp`), so editing the file of
     `problem.observations.file` reruns it and, through its output, training. Without a file the
     data come from the problem's code (`data/problem.stamp`): the stamp is constant."""
-    import hashlib
-
     file = params.problem.observations.file
     if file is None:
         return "no observation file: the problem's own data (or none)\n"
-    digest = hashlib.sha256(Path(file).read_bytes()).hexdigest()
-    return f"problem.observations.file: {file}\nsha256 of {Path(file).as_posix()}: {digest}\n"
+    return _file_stamp("problem.observations.file", file, Path(file))
+
+
+def _file_stamp(key: str, value: Any, path: Path) -> str:
+    """The stamp text of a params key naming a file: the key's value and the file's sha256."""
+    import hashlib
+
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return f"{key}: {value}\nsha256 of {path.as_posix()}: {digest}\n"
 
 
 def reference_stamp(params: Params) -> str:
@@ -98,13 +103,9 @@ def reference_stamp(params: Params) -> str:
     output, what follows) and nothing else does. A built-in solver's code is `pinn/reference`,
     already a dependency: its stamp is constant (`reference.file` itself is a params key the
     reference stage declares)."""
-    import hashlib
-
     if params.reference.file is None:
         return "built-in reference: its code is pinn/reference, a dependency of the stage\n"
-    path = Path(params.reference.file)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return f"reference.file: {params.reference.file}\nsha256 of {path.as_posix()}: {digest}\n"
+    return _file_stamp("reference.file", params.reference.file, Path(params.reference.file))
 
 
 def problem_stamp(params: Params) -> str:
@@ -112,15 +113,12 @@ def problem_stamp(params: Params) -> str:
     text (`--problem-stamp`), so editing the user's problem file (`problem.target`) reruns them
     and nothing else does. A built-in problem's code is `pinn/problems`, already a dependency: its
     stamp is constant (the alias itself is a params key the stages declare)."""
-    import hashlib
-
     from pinn.problems import target_file
 
     path = target_file(params.problem.identifier)
     if path is None:
         return "built-in problem: its code is pinn/problems, a dependency of every stage\n"
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return f"problem.target: {params.problem.target}\nsha256 of {path.as_posix()}: {digest}\n"
+    return _file_stamp("problem.target", params.problem.target, path)
 
 
 def declared_params(dvcfile: Path, cfg: Params) -> dict[str, str]:
