@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from pinn import balancing
 from pinn.config import Params
+from pinn.problems.base import observation_key
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,6 @@ def loss_spec(cfg: Params, problem) -> LossSpec:
     return LossSpec(problem.term_names(exact_periodic, exact_initial), exact_periodic,
                     cfg.balancing.causal, exact_initial,
                     trainable_coefficients(cfg.problem.trainable, problem))
-
-
-def observation_key(i: int, what: str) -> str:
-    """The collocation file's array of observation set `i`: `what` is "points" or "values"."""
-    return f"observation{i}_{what}"
 
 
 def observation_sets(problem, arrays: Mapping[str, Any] | None = None) -> tuple:

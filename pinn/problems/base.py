@@ -163,6 +163,12 @@ Condition = Initial | Dirichlet | Neumann | Periodic | Observation
 ObservationData = tuple[jax.Array, jax.Array]
 
 
+def observation_key(i: int, what: str) -> str:
+    """The collocation file's array of observation set `i` (`observation_conditions()` order):
+    `what` is "points" or "values" (written by the collocation stage, read by `pinn.loss`)."""
+    return f"observation{i}_{what}"
+
+
 @dataclass(frozen=True)
 class Problem:
     """Base class of every PDE problem (see the module doc); subclasses set the ClassVars and
@@ -430,4 +436,5 @@ class Problem:
 
 
 __all__ = ["Bound", "Box", "Condition", "Dirichlet", "Domain", "Initial", "Neumann", "Observation",
+           "observation_key",
            "ObservationData", "Periodic", "Problem"]

@@ -93,11 +93,12 @@ def read_reference_file(cfg: Params):
 
 def read_observations(cfg: Params, problem) -> dict[str, np.ndarray]:
     """The data of `problem`'s `Observation` conditions as the collocation stage stores them
-    (`observation<i>_points (N, d)`, `observation<i>_values (N,)`, float64; `pinn.loss.
+    (`observation<i>_points (N, d)`, `observation<i>_values (N,)`, float64; `pinn.problems.base.
     observation_key`): from `problem.observations.file` (read like `reference.file`, every
     observed field at the file's points; relative paths from the project root), else generated
     by the problem (`Problem.observations`). `{}` without observations. Raises `ValueError`
     naming `problem.observations.file` and the file (what the gate checks)."""
+    from pinn.problems.base import observation_key
     from pinn.reference.files import read_reference
 
     conditions = problem.observation_conditions()
@@ -121,8 +122,8 @@ def read_observations(cfg: Params, problem) -> dict[str, np.ndarray]:
         data = [(points, values[c.field or problem.fields[0]]) for c in conditions]
     out: dict[str, np.ndarray] = {}
     for i, (z, v) in enumerate(data):
-        out[f"observation{i}_points"] = np.asarray(z, np.float64)
-        out[f"observation{i}_values"] = np.asarray(v, np.float64)
+        out[observation_key(i, "points")] = np.asarray(z, np.float64)
+        out[observation_key(i, "values")] = np.asarray(v, np.float64)
     return out
 
 
