@@ -1,0 +1,200 @@
+"""Accuracy at the frontier (issue 13): committed params files through the pipeline, over seeds.
+
+For each params file (`benchmarks/params/<name>.yaml`) and each seed, a copy of the file with only
+`seed` changed is run exactly as `pinn run --params` runs it: `dvc repro --force` in a project of
+its own (`pinn.pipeline.make_project`), compilation included. From each run it records
+
+- the final rel L2 (`metrics.json`, the last iterate: nothing is selected by the error against
+  the reference) and the whole curve (rel L2 against training wall-clock and steps, joined from
+  the stages' histories by `pinn.curves.pipeline_curve`);
+- the training wall time at which rel L2 first reaches 1e-3, 1e-4, 1e-5, 1e-6, 1e-7;
+- the wall time of the whole `dvc repro` and the CPU time of its processes (user + system, all
+  children: less sensitive to other load on the machine than the wall time), and the load
+  average before and after.
+
+Per params file: the median over seeds of the final rel L2 and of each time to a threshold (a
+seed that never reached a threshold counts as infinitely slow), the issue's target and wall
+budget and whether the median met them. Results merge into
+`benchmarks/results/accuracy_<hardware>.json` (one entry per params file, replaced whole), and
+`benchmarks/results/accuracy_curves_<hardware>.png` draws every stored curve (a panel per params
+file, a line per seed, the target as a dashed line).
+
+    python benchmarks/accuracy.py                                  # every file, seeds 0 1 2
+    python benchmarks/accuracy.py --params burgers_1d --seeds 0    # one file, one seed
+    python benchmarks/accuracy.py --plot-only                      # redraw from the JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import RESULTS, hardware_info, hardware_name, versions  # noqa: E402
+
+PARAMS = Path(__file__).resolve().parent / "params"
+THRESHOLDS = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
+#: issue 13: rel L2 target (median of 3 seeds) and wall budget (s) of each problem
+TARGETS = {"burgers_1d": (1e-7, 900.0), "allen_cahn_1d": (2e-6, 900.0),
+           "allen_cahn_2d": (1e-6, 900.0)}
+DEFAULT_FILES = ("burgers_1d", "allen_cahn_1d", "allen_cahn_2d")
+
+
+def _children_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run_one(params_file: Path, seed: int, workdir: Path) -> dict:
+    """One seed of one params file through the pipeline; the record described in the module
+    docstring. Raises SystemExit naming the file and seed when the pipeline fails."""
+    from pinn import pipeline
+    from pinn.config import load_params
+    from pinn.curves import pipeline_curve
+
+    raw = yaml.safe_load(params_file.read_text())
+    raw["seed"] = seed
+    project = workdir / f"{params_file.stem}-seed{seed}"
+    project.mkdir(parents=True, exist_ok=True)
+    seeded = project.parent / f"{project.name}.yaml"
+    seeded.write_text(yaml.safe_dump(raw, sort_keys=False))
+    cfg = load_params(seeded)
+    pipeline.make_project(project, seeded)
+    load0, cpu0, t0 = os.getloadavg()[0], _children_cpu_s(), time.perf_counter()
+    if pipeline.repro(project, force=True) != 0:
+        raise SystemExit(f"{params_file}: seed {seed}: the pipeline failed (see above)")
+    wall, cpu = time.perf_counter() - t0, _children_cpu_s() - cpu0
+    metrics = json.loads((project / "metrics.json").read_text())
+    curve = pipeline_curve(project, list(cfg.multilevel.levels))
+    return {
+        "seed": seed,
+        "final_rel_l2": metrics["rel_l2"], "max_abs": metrics["max_abs"],
+        "lowest_logged_rel_l2": min(r["rel_l2"] for r in curve),
+        "time_to_s": {f"{t:.0e}": _first_time(curve, t) for t in THRESHOLDS},
+        "adam_steps": sum(lv.steps for lv in cfg.multilevel.levels.values()),
+        "qn_iterations": int(metrics.get("refine_iterations", 0)),
+        "training_wall_s": round(curve[-1]["wall_s"], 1),
+        "dvc_repro_wall_s": round(wall, 1), "dvc_repro_cpu_s": round(cpu, 1),
+        "load_average_before_after": [round(load0, 2), round(os.getloadavg()[0], 2)],
+        "date": _dt.date.today().isoformat(),
+        "curve": [(round(r["wall_s"], 2), r["step"], r["rel_l2"]) for r in curve],
+    }
+
+
+def _first_time(curve: list[dict], threshold: float) -> float | None:
+    return next((round(r["wall_s"], 1) for r in curve if r["rel_l2"] <= threshold), None)
+
+
+def summarise(problem: str, runs: list[dict]) -> dict:
+    """Median over the seeds' runs (a threshold never reached counts as infinitely slow: the
+    median is None when at least half the seeds missed it) and the target verdict."""
+    def median_time(key: str) -> float | None:
+        values = sorted(math.inf if r["time_to_s"][key] is None else r["time_to_s"][key]
+                        for r in runs)
+        m = statistics.median(values)
+        return None if math.isinf(m) else round(m, 1)
+
+    finals = [r["final_rel_l2"] for r in runs]
+    out = {"seeds": [r["seed"] for r in runs],
+           "median_final_rel_l2": statistics.median(finals),
+           "min_final_rel_l2": min(finals), "max_final_rel_l2": max(finals),
+           "median_time_to_s": {f"{t:.0e}": median_time(f"{t:.0e}") for t in THRESHOLDS},
+           "median_dvc_repro_wall_s": round(statistics.median(r["dvc_repro_wall_s"] for r in runs), 1)}
+    if problem in TARGETS:
+        target, budget = TARGETS[problem]
+        out["target_rel_l2"], out["wall_budget_s"] = target, budget
+        out["target_met"] = out["median_final_rel_l2"] <= target
+        out["wall_budget_met"] = out["median_dvc_repro_wall_s"] <= budget
+    return out
+
+
+def results_path() -> Path:
+    return RESULTS / f"accuracy_{hardware_name()}.json"
+
+
+def store(params_file: Path, run: dict) -> dict:
+    """Merge one seed's run into the results JSON (replacing that seed's earlier run of the same
+    params file, keeping the other seeds) and recompute the file's summary; atomic."""
+    from pinn.io import write_json
+
+    path = results_path()
+    data = json.loads(path.read_text()) if path.exists() else {"runs": {}}
+    problem = yaml.safe_load(params_file.read_text())["problem"]["name"]
+    old = data["runs"].get(params_file.stem, {}).get("seeds", [])
+    runs = sorted([r for r in old if r["seed"] != run["seed"]] + [run], key=lambda r: r["seed"])
+    data["runs"][params_file.stem] = {
+        "params": str(params_file.relative_to(PARAMS.parent.parent)), "problem": problem,
+        "summary": summarise(problem, runs), "seeds": runs}
+    data["hardware"], data["versions"] = hardware_info(), versions()
+    write_json(path, data)
+    return data
+
+
+def plot(data: dict, path: Path) -> None:
+    """A panel per params file: rel L2 against training wall-clock, a line per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(data["runs"])
+    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        entry = data["runs"][name]
+        for run in entry["seeds"]:
+            wall = [c[0] for c in run["curve"]]
+            ax.semilogy(wall, [c[2] for c in run["curve"]], lw=1.2,
+                        label=f"seed {run['seed']}: {run['final_rel_l2']:.2e}")
+        target = entry["summary"].get("target_rel_l2")
+        if target:
+            ax.axhline(target, ls="--", color="k", lw=0.8, label=f"target {target:.0e}")
+            ax.axvline(entry["summary"]["wall_budget_s"], ls=":", color="k", lw=0.8)
+        ax.set_title(f"{name} (median {entry['summary']['median_final_rel_l2']:.2e})", fontsize=9)
+        ax.set_xlabel("training wall-clock (s)")
+        ax.set_ylabel("rel L2")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", nargs="+", default=list(DEFAULT_FILES),
+                    help="params file names under benchmarks/params/ (without .yaml)")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--workdir", type=Path, default=Path("runs") / "accuracy",
+                    help="where the pipeline projects are made (kept for inspection)")
+    ap.add_argument("--plot-only", action="store_true")
+    args = ap.parse_args(argv)
+    files = [PARAMS / f"{name}.yaml" for name in args.params]
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        raise SystemExit(f"--params: no such file: {', '.join(missing)}")
+    png = RESULTS / f"accuracy_curves_{hardware_name()}.png"
+    if not args.plot_only:
+        for params_file in files:  # stored after each seed: a cut-off run keeps what it did
+            for seed in args.seeds:
+                run = run_one(params_file, seed, args.workdir.absolute())
+                print(f"{params_file.stem} seed {seed}: rel L2 {run['final_rel_l2']:.3e}, "
+                      f"dvc repro {run['dvc_repro_wall_s']:.0f} s", flush=True)
+                plot(store(params_file, run), png)
+    elif results_path().exists():
+        plot(json.loads(results_path().read_text()), png)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
