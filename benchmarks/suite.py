@@ -1,4 +1,4 @@
-"""The benchmark suite of record: speed against plain JAX, sampler overhead, time to accuracy.
+"""The benchmark suite of record for speed: our step against plain JAX, sampler overhead.
 
 Writes (merging) `benchmarks/results/<hardware>.json` keys:
 - `step_ratio_vs_plain_jax`: steps/s of this project's training step on a jaxpi-sized config (4x256
@@ -6,12 +6,11 @@ Writes (merging) `benchmarks/results/<hardware>.json` keys:
   minimal hand-written jitted JAX step of the same math (same network, residual, Adam). Target >= 1.
 - `hard_bank_overhead`: wall time per step with the hard-bank sampler over uniform at seed 001's
   batch (4096) and refresh cadence. Target <= 1.10 (seed 001 paid 1.74).
-- `time_to_rel_l2_{1e-3,1e-4,1e-5}_s` and `final_rel_l2`: the best configurations found
-  (`benchmarks/params/<problem>.yaml`) run through the pipeline (`dvc repro` in a project of their
-  own, as `pinn run --params` does); the first training wall time at which rel L2 reaches each
-  threshold (compilation included), the final rel L2 and the curve.
 
-    python benchmarks/suite.py [--only speed|accuracy] [--problems ...]
+Accuracy and time to accuracy (the committed params files through the pipeline, over seeds) are
+`benchmarks/accuracy.py`.
+
+    python benchmarks/suite.py
 """
 
 from __future__ import annotations
@@ -30,10 +29,7 @@ import optax  # noqa: E402
 
 from benchmarks.common import merge_results  # noqa: E402
 from pinn.config import validate_params  # noqa: E402
-from pinn.curves import pipeline_curve  # noqa: E402
 
-#: the best configurations found (CPU budgets), as params files run through the pipeline
-PARAMS = Path(__file__).resolve().parent / "params"
 
 
 def _median_time(fn, state, repeats: int) -> tuple[float, object]:
@@ -157,73 +153,15 @@ def hard_bank_overhead(steps: int = 300, repeats: int = 5, width: int = 64) -> d
             "target": "<= 1.10"}
 
 
-def accuracy_runs(problems, workdir: Path) -> tuple[dict, dict]:
-    """Each problem's params file (benchmarks/params/<problem>.yaml) through the pipeline —
-    `dvc repro --force` in a project of its own, exactly what `pinn run --params` does."""
-    import json
-
-    from pinn import pipeline
-    from pinn.config import load_params
-
-    times, finals = {}, {}
-    for name in problems:
-        params = PARAMS / f"{name}.yaml"
-        cfg = load_params(params)
-        project = pipeline.make_project(workdir / name, params)
-        t0 = time.perf_counter()
-        if pipeline.repro(project, force=True) != 0:
-            raise SystemExit(f"{name}: the pipeline failed (see above)")
-        wall = time.perf_counter() - t0
-        metrics = json.loads((project / "metrics.json").read_text())
-        curve = pipeline_curve(project, list(cfg.multilevel.levels))
-        for threshold in ("1e-3", "1e-4", "1e-5"):
-            hit = next((r["wall_s"] for r in curve if r["rel_l2"] <= float(threshold)), None)
-            times[f"{name}@{threshold}"] = None if hit is None else round(hit, 1)
-        finals[name] = {"rel_l2": metrics["rel_l2"], "max_abs": metrics["max_abs"],
-                        "adam_steps": sum(lv.steps for lv in cfg.multilevel.levels.values()),
-                        "qn_iterations": int(metrics.get("refine_iterations", 0)),
-                        "training_wall_s": round(curve[-1]["wall_s"], 1),
-                        "dvc_repro_wall_s": round(wall, 1),
-                        "params": f"benchmarks/params/{name}.yaml", "seed": cfg.seed,
-                        "runner": "dvc repro (pinn run --params)",
-                        "curve": [(round(r["wall_s"], 1), r["step"], r["rel_l2"]) for r in curve]}
-        print(f"{name}: rel L2 {metrics['rel_l2']:.3e}; dvc repro {wall:.0f} s; "
-              f"<=1e-3 after {times[name + '@1e-3']} s", flush=True)
-    return times, finals
-
-
-def _existing() -> dict:
-    import json
-
-    from benchmarks.common import RESULTS, hardware_name
-
-    path = RESULTS / f"{hardware_name()}.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=["speed", "accuracy"], default=None)
-    ap.add_argument("--problems", nargs="+", default=["burgers_1d", "allen_cahn_1d", "allen_cahn_2d"])
-    ap.add_argument("--workdir", type=Path, default=Path("runs") / "benchmarks",
-                    help="Where the pipeline projects are made (kept for inspection).")
-    args = ap.parse_args(argv)
-    if args.only in (None, "speed"):
-        r = step_ratio()
-        print("step_ratio_vs_plain_jax", r, flush=True)
-        merge_results("step_ratio_vs_plain_jax", r)
-        h = hard_bank_overhead()
-        print("hard_bank_overhead", h, flush=True)
-        merge_results("hard_bank_overhead", h)
-    if args.only in (None, "accuracy"):
-        for problem in args.problems:  # merged after each problem: a cut-off run keeps what it did
-            times, finals = accuracy_runs([problem], args.workdir)
-            old = _existing()
-            for threshold in ("1e-3", "1e-4", "1e-5"):
-                key = f"time_to_rel_l2_{threshold}_s"
-                found = {k.split("@")[0]: v for k, v in times.items() if k.endswith("@" + threshold)}
-                merge_results(key, {**old.get(key, {}), **found})
-            merge_results("final_rel_l2", {**old.get("final_rel_l2", {}), **finals})
+    ap.parse_args(argv)
+    r = step_ratio()
+    print("step_ratio_vs_plain_jax", r, flush=True)
+    merge_results("step_ratio_vs_plain_jax", r)
+    h = hard_bank_overhead()
+    print("hard_bank_overhead", h, flush=True)
+    merge_results("hard_bank_overhead", h)
     return 0
 
 
