@@ -51,7 +51,8 @@ from pinn.io import write_json  # noqa: E402
 from pinn.models import apply_fn, count_params, make_model, split  # noqa: E402
 from pinn.optim import qn_block, qn_reset_cache, refine_optimizer  # noqa: E402
 from pinn.problems import make_problem  # noqa: E402
-from pinn.train import loss_spec, loss_terms  # noqa: E402
+from pinn.from_params import loss_from_params  # noqa: E402
+from pinn.loss import loss_terms  # noqa: E402
 
 NUM_POINTS = 2048
 NUM_IC = NUM_BC = 256
@@ -63,7 +64,7 @@ def burgers_loss(width: int, seed: int = 0):
     problem = make_problem("burgers_1d")
     graphdef, params, rest = split(make_model(cfg.model, problem, seed=seed, dtype=jnp.float64))
     u = apply_fn(graphdef, rest)
-    spec = loss_spec(cfg, problem)
+    spec = loss_from_params(cfg, problem)
     lo, hi = np.asarray(problem.lower), np.asarray(problem.upper)
     rng = np.random.default_rng(seed)
     points = jnp.asarray(lo + (hi - lo) * rng.uniform(size=(NUM_POINTS, 2)))
@@ -131,7 +132,7 @@ def measure(width: int, iterations: int, rounds: int) -> dict:
     # analysis and the timing); a first block from the start, then timed blocks from there
     compiled, starts = {}, {}
     for method in ("bfgs", "ssbroyden"):
-        opt = refine_optimizer(RefineConfig(method=method))
+        opt = refine_optimizer(method)
         block = jax.jit(functools.partial(qn_block, loss_fn=loss_fn, opt=opt, block_size=iterations))
         state = jax.tree.map(jnp.asarray, opt.init(params))
         compiled[method] = block.lower(params, state, k, *loss_args).compile()
@@ -160,7 +161,7 @@ def measure(width: int, iterations: int, rounds: int) -> dict:
     ratios_cpu = [m / o for m, o in zip(cpu["minimal"], cpu["ours"])]
 
     # memory: XLA's analysis of the compiled programs (+ ours with the state donated, + reset_cache)
-    opt = refine_optimizer(cfg)
+    opt = refine_optimizer(cfg.method, max_linesearch_steps=cfg.max_linesearch_steps)
     state = jax.tree.map(jnp.asarray, opt.init(params))
     block = functools.partial(qn_block, loss_fn=loss_fn, opt=opt, block_size=iterations)
     mem = {

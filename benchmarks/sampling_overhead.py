@@ -111,14 +111,14 @@ def main() -> None:
     batch = args.batch
     samplers = {
         "uniform": sampling.uniform(DOMAIN, batch),
-        "hard_bank": sampling.hard_bank(DOMAIN, batch, HardBankConfig()),
-        "rad": sampling.rad(DOMAIN, batch, RADConfig()),
+        "hard_bank": sampling.hard_bank(DOMAIN, batch, **HardBankConfig().model_dump()),
+        "rad": sampling.rad(DOMAIN, batch, **RADConfig().model_dump()),
         # RAR-D's batch is its whole buffer (capacity 4096 by default), starting from batch/2 points
         "rar_d": sampling.rar_d(
             DOMAIN,
             sampling.collocation_points("sobol", min(batch // 2, RARDConfig().capacity),
                                         DOMAIN.lower, DOMAIN.upper, seed=0),
-            RARDConfig(),
+            **RARDConfig().model_dump(),
         ),
     }
     ic_x = jnp.linspace(-1.0, 1.0, 256, endpoint=False)

@@ -28,11 +28,16 @@ _EXPORTS: dict[str, str] = {
         "Condition", "make_problem", "load_problem_class")},
     # params
     **{name: "pinn.config" for name in ("Params", "ConfigError", "load_params", "validate_params")},
-    # components, optax-style (init/update over pytree state), and the network
-    **{name: "pinn.sampling" for name in ("make_sampler", "uniform", "rad", "rar_d", "hard_bank",
+    # components, optax-style (init/update over pytree state, plain hyperparameters), and the network
+    **{name: "pinn.sampling" for name in ("uniform", "rad", "rar_d", "hard_bank",
                                           "collocation_points")},
-    **{name: "pinn.balancing" for name in ("make_balancer", "fixed", "gradnorm", "grad_ratio",
+    **{name: "pinn.balancing" for name in ("fixed", "gradnorm", "grad_ratio", "CausalWeighting",
                                            "causal_residual_loss")},
+    "adam": "pinn.optim",
+    "loss_spec": "pinn.loss",
+    # params.yaml -> those components (the one module that reads the schema for them)
+    **{name: "pinn.from_params" for name in ("sampler_from_params", "balancer_from_params",
+                                             "adam_from_params", "loss_from_params")},
     **{name: "pinn.models" for name in ("PINN", "make_model")},
     "Trainer": "pinn.train",  # (the refinement: `pinn.refine.refine`; `pinn.refine` is its module)
     **{name: "pinn.evaluate" for name in ("accuracy", "Accuracy")},

@@ -13,6 +13,9 @@ are traced once, at compile time). All state shapes/dtypes are fixed at `init`, 
 step compiles once. Updates never emit non-finite weights: if the measured losses or gradient norms
 are not all finite, the update is skipped and the state is returned unchanged.
 
+Factories, from plain hyperparameters (their defaults are params.yaml's): `fixed`, `gradnorm`,
+`grad_ratio`; `pinn.from_params.balancer_from_params` picks one from params.yaml's `balancing`.
+
 `causal_residual_loss` implements causal time weighting (Wang, Sankaran & Perdikaris 2022) of the
 PDE residual; it is a loss function, not a `Balancer`.
 """
@@ -23,8 +26,6 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-
-from pinn.config import BalancingConfig, GradNormConfig, GradRatioConfig
 
 Array = jax.Array
 GradNormsFn = Callable[[], Array]
@@ -211,16 +212,19 @@ def gradnorm_step(
     return _renormalize_with_bounds(weights - step, float(k), min_weight, max_weight)
 
 
-def gradnorm(term_names: Sequence[str], cfg: GradNormConfig) -> Balancer:
-    """GradNorm weights (see `gradnorm_step`), updated every `cfg.update_every` steps; initial
-    weights 1; the losses at the first update are recorded as `L_i(0)`.
+def gradnorm(term_names: Sequence[str], *, alpha: float = 1.5, learning_rate: float = 0.025,
+             update_every: int = 10, min_weight: float = 0.1, max_weight: float = 10.0) -> Balancer:
+    """GradNorm weights (see `gradnorm_step` for `alpha`, `learning_rate` and the bounds), updated
+    every `update_every` steps; initial weights 1; the losses at the first update are recorded as
+    `L_i(0)`.
 
-    Requires `min_weight <= 1 <= max_weight` so that `Σ w = K` is reachable within the bounds.
+    Requires `min_weight <= 1 <= max_weight` so that `Σ w = K` is reachable within the bounds
+    (`ValueError` otherwise).
     """
     names = tuple(term_names)
-    if not cfg.min_weight <= 1.0 <= cfg.max_weight:
+    if not min_weight <= 1.0 <= max_weight:
         raise ValueError(
-            f"gradnorm.min_weight = {cfg.min_weight}, gradnorm.max_weight = {cfg.max_weight}: "
+            f"min_weight = {min_weight}, max_weight = {max_weight}: "
             "must satisfy min_weight <= 1 <= max_weight (GradNorm keeps the mean weight at 1)"
         )
 
@@ -235,10 +239,10 @@ def gradnorm(term_names: Sequence[str], cfg: GradNormConfig) -> Balancer:
             losses,
             initial_losses,
             grad_norms,
-            alpha=cfg.alpha,
-            learning_rate=cfg.learning_rate,
-            min_weight=cfg.min_weight,
-            max_weight=cfg.max_weight,
+            alpha=alpha,
+            learning_rate=learning_rate,
+            min_weight=min_weight,
+            max_weight=max_weight,
         )
         return BalancerState(
             weights=weights,
@@ -250,7 +254,7 @@ def gradnorm(term_names: Sequence[str], cfg: GradNormConfig) -> Balancer:
 
     return Balancer(
         init,
-        _periodic_update(cfg.update_every, measured_update),
+        _periodic_update(update_every, measured_update),
         _weights,
         _make_stats(names, with_grad_norms=True),
     )
@@ -266,12 +270,12 @@ def grad_ratio_targets(grad_norms: Array, previous: Array) -> Array:
     return _safe_divide(jnp.sum(grad_norms), grad_norms, previous)
 
 
-def grad_ratio(term_names: Sequence[str], cfg: GradRatioConfig) -> Balancer:
-    """Gradient-norm ratio (learning-rate annealing) weights: every `cfg.update_every` steps,
-    `λ_i ← m λ_i + (1 - m) λ̂_i` with `λ̂` from `grad_ratio_targets` and `m = cfg.momentum`;
+def grad_ratio(term_names: Sequence[str], *, momentum: float = 0.9, update_every: int = 100
+               ) -> Balancer:
+    """Gradient-norm ratio (learning-rate annealing) weights: every `update_every` steps,
+    `λ_i ← m λ_i + (1 - m) λ̂_i` with `λ̂` from `grad_ratio_targets` and `m = momentum`;
     initial `λ = 1`."""
     names = tuple(term_names)
-    momentum = cfg.momentum
 
     def init(num_terms: int, dtype: Any = jnp.float32) -> BalancerState:
         _check_num_terms(num_terms, names)
@@ -288,31 +292,23 @@ def grad_ratio(term_names: Sequence[str], cfg: GradRatioConfig) -> Balancer:
 
     return Balancer(
         init,
-        _periodic_update(cfg.update_every, measured_update),
+        _periodic_update(update_every, measured_update),
         _weights,
         _make_stats(names, with_grad_norms=True),
     )
 
 
-def make_balancer(cfg: BalancingConfig, term_names: Sequence[str]) -> Balancer:
-    """The balancer named by `cfg.method` for the loss terms `term_names` (e.g. pde, ic, bc).
-
-    For `fixed`, a term missing from `cfg.weights` gets weight 1.
-    """
-    names = tuple(term_names)
-    if cfg.method == "fixed":
-        return fixed([cfg.weights.get(n, 1.0) for n in names], names)
-    if cfg.method == "gradnorm":
-        return gradnorm(names, cfg.gradnorm)
-    if cfg.method == "grad_ratio":
-        return grad_ratio(names, cfg.grad_ratio)
-    raise ValueError(
-        f"balancing.method = {cfg.method!r}: must be one of fixed, gradnorm, grad_ratio"
-    )
-
-
 # ----------------------------------------------------------------------------------------------
 # causal time weighting
+
+
+class CausalWeighting(NamedTuple):
+    """Causal time weighting of the PDE residual terms (`causal_residual_loss`): `num_chunks`
+    equal time chunks, `tolerance` ε of `w_k = exp(-ε Σ_{j<k} L_j)`. Defaults are params.yaml's
+    (`balancing.causal`); a `pinn.loss.LossSpec` holds one, or None for none."""
+
+    num_chunks: int = 16
+    tolerance: float = 1.0
 
 
 def causal_residual_loss(

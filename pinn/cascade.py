@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pinn import multilevel
+from pinn import multilevel, optim
 from pinn.config import Params
 from pinn.errors import DivergenceError
 from pinn.evaluate import accuracy
@@ -38,8 +38,8 @@ def uses_fixed_points(cfg: Params) -> bool:
 def make_trainer(cfg: Params, problem, level: str, fixed_points=None, observations=None
                  ) -> tuple[Trainer, PINN]:
     model = level_model(cfg, problem, level)
-    trainer = Trainer(cfg, problem, model, fixed_points=fixed_points, dtype=DTYPES[cfg.train.precision],
-                      observations=observations)
+    trainer = Trainer.from_params(cfg, problem, model, fixed_points=fixed_points,
+                                  dtype=DTYPES[cfg.train.precision], observations=observations)
     return trainer, model
 
 
@@ -52,7 +52,9 @@ class Carry(NamedTuple):
     """What a level hands to the next (its export, besides the count of steps taken so far).
 
     The cascade carries the network (widened), Adam's moments and step count (widened, new
-    entries seeded), the balancer's state (its weights) and the PRNG key. The sampler always
+    entries seeded), the balancer's state (its weights) and the PRNG key; the learning-rate
+    scale in Adam's state belongs to one level (lowered by its divergence retries) and restarts
+    at the next level's initial value. The sampler always
     restarts from the current params: its state (pools, banks, RAD points) belongs to one width's
     residual and is not carried.
     """
@@ -87,7 +89,8 @@ def start_level(
     - with `network` (the `init` export): that network's parameters;
     - with `previous` (the previous level's `Carry`): its network widened (function-preserving) to
       this level's width, Adam's moments carried over (new entries seeded so the first step does
-      not jump, using the carried balancer weights), the balancer state and PRNG key carried over.
+      not jump, using the carried balancer weights), the balancer state and PRNG key carried over;
+      the learning-rate scale is the fresh state's (a divergence's cut stays in its level).
     """
     fresh = state_template(trainer, model, cfg, level)
     if network is not None:
@@ -106,6 +109,7 @@ def start_level(
         previous.opt_state, previous.params, fine_params, metrics_grads,
         b1=cfg.optimizer.b1, b2=cfg.optimizer.b2,
     )
+    opt_state = optim.with_lr_scale(opt_state, optim.lr_scale_of(fresh.opt_state))
     return fresh._replace(
         params=fine_params,
         opt_state=opt_state,
@@ -123,8 +127,8 @@ def _grads_at(trainer: Trainer, state: TrainState):
     )
     points, weights = trainer.sampler.batch(sampler_state)
     k1, k2 = jax.random.split(state.key)
-    ic_x = trainer._ic_points(k1, trainer.cfg.sampling.ic_batch_size)
-    bc_z = trainer._interior_points(k2, trainer.cfg.sampling.bc_batch_size)
+    ic_x = trainer._ic_points(k1, trainer.ic_batch_size)
+    bc_z = trainer._interior_points(k2, trainer.bc_batch_size)
     w = trainer.balancer.weights(state.balancer_state)
 
     def total(p):
@@ -146,6 +150,8 @@ def train_level(
     *,
     level: str,
     log_every: int,
+    max_divergence_retries: int,
+    divergence_lr_factor: float,
     reference=None,
     on_log: Callable[[dict], None] | None = None,
     on_chunk: Callable[[TrainState], None] | None = None,
@@ -159,7 +165,11 @@ def train_level(
 
     Logs every chunk: each loss term, weights, sampler statistics, rel L2 against `reference`,
     wall time and steps/s. Stops early when the loss falls below `switch_loss_threshold` (hybrid
-    switch) or `wall_budget_s` is spent. Raises `DivergenceError` if a step was non-finite.
+    switch) or `wall_budget_s` is spent. A non-finite step (caught within one step, not applied)
+    rolls back to the start of its interval and retries it with the learning-rate scale in the
+    optimizer state (`pinn.optim.with_lr_scale`) multiplied by `divergence_lr_factor`; after
+    `max_divergence_retries` such retries it raises `DivergenceError` (params `train.*`). Every
+    row logs the scale in use as `lr_scale`.
     `progress`: a bar, or a line per log interval (`pinn.progress.progress_mode`; steps, loss, rel L2, steps/s).
     """
     rows: list[dict] = []
@@ -167,7 +177,6 @@ def train_level(
     bar = Progress(progress, phase=f"train {level}", total=num_steps, initial=done, unit="step",
                    rate_unit="steps/s")
     t_start = time.perf_counter()
-    tcfg = trainer.cfg.train
     retries = 0
     while done < num_steps:
         n = min(log_every, num_steps - done)
@@ -180,27 +189,28 @@ def train_level(
             # caught within one step (the non-finite update was not applied); roll back to the
             # state at the start of this interval and retry with a smaller learning rate
             retries += 1
-            lr_scale = float(last_good.lr_scale) * tcfg.divergence_lr_factor
-            if retries > tcfg.max_divergence_retries:
+            current = float(optim.lr_scale_of(last_good.opt_state))
+            lowered = current * divergence_lr_factor  # held as float32 in the state
+            if retries > max_divergence_retries:
                 bar.close()
                 raise DivergenceError(
                     f"level {level}: training diverged (non-finite loss or gradient) between steps "
                     f"{int(last_good.step)} and {int(state.step)}; gave up after "
-                    f"{tcfg.max_divergence_retries} retries with the learning rate lowered to "
-                    f"{float(last_good.lr_scale):.3g}x (train.max_divergence_retries, "
+                    f"{max_divergence_retries} retries with the learning rate lowered to "
+                    f"{current:.3g}x (train.max_divergence_retries, "
                     "train.divergence_lr_factor)"
                 )
             log.warning("level %s: non-finite loss/gradient after step %d: rolling back to step %d, "
                         "learning rate x%.3g (retry %d of %d)", level, int(state.step),
-                        int(last_good.step), lr_scale, retries, tcfg.max_divergence_retries)
-            state = last_good._replace(lr_scale=jnp.asarray(lr_scale, jnp.float32))
+                        int(last_good.step), lowered, retries, max_divergence_retries)
+            state = last_good._replace(opt_state=optim.with_lr_scale(last_good.opt_state, lowered))
             continue
         done = int(state.step)
         row = {"level": level, "step": step_offset + done, "level_step": done}
         row.update({k: _to_float(v) for k, v in m.items()})
         row["steps_per_s"] = n / dt if dt > 0 else float("nan")
         row["wall_s"] = wall_offset + time.perf_counter() - t_start
-        row["lr_scale"] = float(state.lr_scale)
+        row["lr_scale"] = float(optim.lr_scale_of(state.opt_state))
         if reference is not None:
             row["rel_l2"] = accuracy(trainer.field(state.params), reference, dtype=trainer.dtype,
                                      fields=trainer.problem.fields).rel_l2

@@ -580,7 +580,7 @@ class Params(_Section):
             raise ValueError(f"problem.target = {self.problem.identifier!r}: an Initial condition "
                              "in a steady problem (its Box has time=None: there is no initial time)")
         s = self.sampling
-        if s.method == "rar_d":  # `pinn.sampling.make_sampler`: the initial points must fit
+        if s.method == "rar_d":  # `pinn.from_params.sampler_from_params`: the initial points must fit
             initial = min(s.batch_size, self.collocation.num_points)
             if s.rar_d.capacity < initial:
                 raise ValueError(

@@ -26,13 +26,14 @@ computation; `make_mesh()` then spans the devices of all processes (`jax.devices
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, NamedTuple, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Optional, Sequence
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from pinn.config import ConfigError, DistributedConfig, Params
+if TYPE_CHECKING:  # the mesh helpers serve the Trainer, which does not read the schema
+    from pinn.config import DistributedConfig, Params
 
 #: The one mesh axis: the batch (rows of the point arrays) is split along it.
 DATA_AXIS = "data"
@@ -68,6 +69,8 @@ def _env_int(env: Mapping[str, str], name: str) -> Any:
     raw = raw.strip()
     if raw.lower() == AUTO:
         return None
+    from pinn.config import ConfigError
+
     try:
         value = int(raw)
     except ValueError:
@@ -87,6 +90,8 @@ def resolve_setup(
     that field to JAX's own detection; with `num_processes` auto, an unset `PINN_PROCESS_ID` is
     auto too. A mapping instead of params is read as the environment.
     """
+    from pinn.config import ConfigError, DistributedConfig, Params
+
     if isinstance(cfg_or_env, Params):
         section = cfg_or_env.distributed
     elif isinstance(cfg_or_env, DistributedConfig):
@@ -216,6 +221,8 @@ def check_batch_sizes(cfg: Params, batch_rows: int, mesh: Mesh) -> None:
 
     Raises `ConfigError` naming the params key (e.g. `sampling.batch_size`) otherwise.
     """
+    from pinn.config import ConfigError
+
     devices = num_shards(mesh)
     sizes = [
         (batch_rows_key(cfg, batch_rows), batch_rows),

@@ -1,10 +1,11 @@
 """The loss: a dict of named terms (`pde` or the problem's residual names, `ic`, `bc`, or the
 terms its conditions name), each a mean of squares, weighted by a balancer that works over them
-by name (`pinn.balancing.make_balancer(cfg, term_names)`).
+by name (`pinn.balancing`). `loss_spec` builds the description from plain arguments;
+`pinn.from_params.loss_from_params` from params.yaml.
 
 - a PDE residual term is `Σ wᵢ rᵢ² / Σ wᵢ` over the sampler's batch (weights `w` from the
   sampler, a 0/1 mask included), or causally weighted in time (Wang, Sankaran & Perdikaris
-  2022; `pinn.balancing.causal_residual_loss`) when `balancing.causal.enabled`;
+  2022; `pinn.balancing.causal_residual_loss`) when the spec has a `CausalWeighting`;
 - a condition term is the mean square of its conditions' mismatches, concatenated
   (`Problem.condition_terms`): initial conditions on the spatial points `ic_x (N, d-1)`,
   boundary conditions on interior points `bc_z (N, d)` moved onto the faces;
@@ -22,18 +23,17 @@ import jax
 import jax.numpy as jnp
 
 from pinn import balancing
-from pinn.config import Params
 from pinn.problems.base import observation_key
 
 
 @dataclass(frozen=True)
 class LossSpec:
     """Static description of the loss: the terms in order, whether periodic axes are exact (the
-    network's embedding), and the causal weighting config of the PDE terms."""
+    network's embedding), and the causal weighting of the PDE terms (None: plain mean)."""
 
     term_names: tuple[str, ...]
     exact_periodic: bool
-    causal: Any  # pinn.config.CausalConfig
+    causal: balancing.CausalWeighting | None = None
     exact_initial: bool = False  # the network imposes the initial values (model.hard_initial_condition)
     #: the problem's trainable coefficients (`problem.trainable`), read from the network's params
     trainable: Any = None  # pinn.problems.trainable.TrainableCoefficients | None
@@ -44,17 +44,16 @@ class LossSpec:
         return problem if self.trainable is None else self.trainable.apply(problem, params)
 
 
-def loss_spec(cfg: Params, problem) -> LossSpec:
-    """The loss terms of `problem` under `cfg`: its residual names, then its conditions' terms
-    (those enforced by construction left out); the coefficients of `problem.trainable` are read
-    from the network's parameters (`pinn.problems.trainable`)."""
-    from pinn.problems.trainable import trainable_coefficients
-
-    exact_periodic = cfg.model.periodic_embedding
-    exact_initial = cfg.model.hard_initial_condition
-    return LossSpec(problem.term_names(exact_periodic, exact_initial), exact_periodic,
-                    cfg.balancing.causal, exact_initial,
-                    trainable_coefficients(cfg.problem.trainable, problem))
+def loss_spec(problem, *, exact_periodic: bool = False, exact_initial: bool = False,
+              causal: balancing.CausalWeighting | None = None, trainable=None) -> LossSpec:
+    """The loss terms of `problem`: its residual names, then its conditions' terms, those the
+    network enforces by construction left out — `exact_periodic` (its periodic embedding) and
+    `exact_initial` (it imposes the initial values): both must describe the network trained.
+    `causal`: causal weighting of the PDE terms (None: off); `trainable`: the problem's trainable
+    coefficients (`pinn.problems.trainable.trainable_coefficients`), read from the network's
+    parameters, or None."""
+    return LossSpec(problem.term_names(exact_periodic, exact_initial), exact_periodic, causal,
+                    exact_initial, trainable)
 
 
 def observation_sets(problem, arrays: Mapping[str, Any] | None = None) -> tuple:
@@ -96,7 +95,7 @@ def loss_dict(problem, spec: LossSpec, field: Callable, points: jax.Array, weigh
         r2 = jnp.square(r)
         if name not in pde_names:
             losses[name] = jnp.mean(r2)
-        elif spec.causal.enabled:
+        elif spec.causal is not None:
             t = problem.box.time_axis
             losses[name], chunk_w = balancing.causal_residual_loss(
                 r2, points[:, t], problem.lower[t], problem.upper[t], spec.causal.num_chunks,

@@ -20,13 +20,14 @@ import numpy as np
 from pinn.config import Params
 from pinn.evaluate import accuracy
 from pinn.models import apply_fn, cast
-from pinn.optim import quasi_newton_runner, refine_optimizer
+from pinn.from_params import loss_from_params, refine_optimizer_from_params
+from pinn.optim import quasi_newton_runner
 from pinn.precision import DTYPES
 from pinn.progress import Progress, ProgressMode
 from pinn.sampling import rad_probabilities
 from pinn.loss import observation_sets
 from pinn.problems.trainable import raw_of
-from pinn.train import loss_spec, loss_terms
+from pinn.loss import loss_terms
 
 
 def _rad_redraw(key, residual_fn, n: int, lower, upper, k: float, c: float, dtype):
@@ -84,9 +85,9 @@ def refine(
     params = cast(params, dtype)
     rest = cast(rest, dtype)
     u = apply_fn(graphdef, rest)
-    spec = loss_spec(cfg, problem)
-    if spec.causal.enabled:  # the refinement minimises the plain loss on its fixed point set
-        spec = dataclasses.replace(spec, causal=spec.causal.model_copy(update={"enabled": False}))
+    spec = loss_from_params(cfg, problem)
+    # the refinement minimises the plain loss on its fixed point set (no causal weighting)
+    spec = dataclasses.replace(spec, causal=None)
     w = jnp.asarray(term_weights, dtype)
     points = jnp.asarray(collocation["interior"], dtype)
     ic_x = jnp.asarray(collocation["ic"], dtype)
@@ -99,7 +100,7 @@ def refine(
         terms, _ = loss_terms(problem, spec, u, p, pts, ones, icx, bcz, obs)
         return jnp.dot(w, terms)
 
-    runner = quasi_newton_runner(loss_fn, refine_optimizer(rcfg), block_size=rcfg.block_size)
+    runner = quasi_newton_runner(loss_fn, refine_optimizer_from_params(cfg), block_size=rcfg.block_size)
     state = runner.init(params)
     lower = jnp.asarray(problem.lower, dtype)
     upper = jnp.asarray(problem.upper, dtype)

@@ -11,8 +11,9 @@ shapes and dtypes never change, so it checkpoints as-is and never triggers recom
 - `batch(state) -> (points (B, d), weights (B,))`; the residual loss is `Σ w r² / Σ w`.
 - `stats(state, step) -> dict[str, scalar]` for logging.
 
-Factories: `uniform`, `rad` (Wu et al. 2023), `rar_d` (Wu et al. 2023), `hard_bank` (seed 001's
-persistent bank of high-residual points), and `make_sampler` dispatching on `SamplingConfig`.
+Factories, from plain hyperparameters (their defaults are params.yaml's): `uniform`, `rad` (Wu et
+al. 2023), `rar_d` (Wu et al. 2023), `hard_bank` (seed 001's persistent bank of high-residual
+points). `pinn.from_params.sampler_from_params` picks one from params.yaml's `sampling` section.
 Non-finite residuals (a diverged network) count as magnitude 0 everywhere below, so they never
 attract points or poison the sampling distributions.
 
@@ -30,8 +31,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-
-from pinn.config import HardBankConfig, RADConfig, RARDConfig, SamplingConfig
 
 ResidualFn = Callable[[jax.Array], jax.Array]
 ArrayLike = Any
@@ -233,10 +232,11 @@ def rad_probabilities(magnitude: jax.Array, k: float, c: float) -> jax.Array:
     return jnp.where(total > 0, density / jnp.where(total > 0, total, 1.0), 1.0 / density.shape[0])
 
 
-def rad(domain: DomainLike, batch_size: int, cfg: RADConfig) -> Sampler:
+def rad(domain: DomainLike, batch_size: int, *, k: float = 1.0, c: float = 1.0,
+        pool_size: int = 16384, resample_every: int = 100) -> Sampler:
     """Residual-based adaptive distribution, RAD (Wu et al. 2023).
 
-    Every `cfg.resample_every` steps: draw a fresh uniform pool of `cfg.pool_size` points and
+    Every `resample_every` steps: draw a fresh uniform pool of `pool_size` points and
     draw `batch_size` points from it with replacement by `p ∝ |r|^k / mean|r|^k + c`
     (`rad_probabilities`); between resamples the batch stays fixed. `init` gives a uniform batch.
     """
@@ -249,10 +249,10 @@ def rad(domain: DomainLike, batch_size: int, cfg: RADConfig) -> Sampler:
     def update(state: RADState, key: jax.Array, step: jax.Array, residual_fn: ResidualFn):
         def resample(state: RADState) -> RADState:
             key_pool, key_pick = jax.random.split(key)
-            pool = uniform_points(key_pool, cfg.pool_size, box.lower, box.upper)
+            pool = uniform_points(key_pool, pool_size, box.lower, box.upper)
             magnitude = _magnitude(residual_fn, pool)
-            prob = rad_probabilities(magnitude, cfg.k, cfg.c)
-            idx = jax.random.choice(key_pick, cfg.pool_size, (batch_size,), replace=True, p=prob)
+            prob = rad_probabilities(magnitude, k, c)
+            idx = jax.random.choice(key_pick, pool_size, (batch_size,), replace=True, p=prob)
             dtype = state.pool_mean_residual.dtype
             return RADState(
                 pool[idx].astype(state.points.dtype),
@@ -260,7 +260,7 @@ def rad(domain: DomainLike, batch_size: int, cfg: RADConfig) -> Sampler:
                 jnp.mean(magnitude[idx]).astype(dtype),
             )
 
-        return _every(step, cfg.resample_every, resample, state)
+        return _every(step, resample_every, resample, state)
 
     def batch(state: RADState) -> tuple[jax.Array, jax.Array]:
         return state.points, jnp.ones(batch_size, state.points.dtype)
@@ -284,37 +284,38 @@ class RARDState(NamedTuple):
     num_added: jax.Array  # int32, total points ever added (the ring position)
 
 
-def rar_d(domain: DomainLike, initial_points: ArrayLike, cfg: RARDConfig) -> Sampler:
+def rar_d(domain: DomainLike, initial_points: ArrayLike, *, capacity: int = 4096, every: int = 200,
+          pool_size: int = 8192, percentile: float = 90.0, num_new_points: int = 64,
+          noise_scale: float = 0.05) -> Sampler:
     """Residual-based adaptive refinement with distribution, RAR-D (Wu et al. 2023), static shapes.
 
-    A buffer of `cfg.capacity` slots holds the `N0` initial points (never overwritten) and a 0/1
-    validity mask. Every `cfg.every` steps: evaluate `|r|` on a fresh uniform pool of
-    `cfg.pool_size`; keep the points with `|r| >= percentile(|r|, cfg.percentile)`; draw
-    `cfg.num_new_points` of those with replacement with probability `∝ |r|` (so several peaks
+    A buffer of `capacity` slots holds the `N0` initial points (never overwritten) and a 0/1
+    validity mask. Every `every` steps: evaluate `|r|` on a fresh uniform pool of
+    `pool_size`; keep the points with `|r| >= percentile(|r|, percentile)`; draw
+    `num_new_points` of those with replacement with probability `∝ |r|` (so several peaks
     are refined, not only the single largest); add Gaussian jitter of std
-    `cfg.noise_scale * (upper - lower)` per axis; wrap periodic axes into `[lower, upper)` and clip
+    `noise_scale * (upper - lower)` per axis; wrap periodic axes into `[lower, upper)` and clip
     the others (time too) into the box; write them into the next free slots. Once the buffer is
     full, new points overwrite the oldest *added* points (a ring over slots `N0 .. capacity-1`),
     so the refinement keeps tracking the current residual. `batch` is the whole buffer with the
-    mask as weights (B = capacity).
+    mask as weights (B = capacity). Raises `ValueError` when `capacity < N0`.
     """
     box = _box(domain)
     initial = np.asarray(initial_points, dtype=np.float64)
     if initial.ndim != 2 or initial.shape[1] != box.dim or initial.shape[0] == 0:
         raise ValueError(f"initial_points: expected shape (N0 > 0, {box.dim}), got {initial.shape}")
     num_initial = initial.shape[0]
-    capacity = cfg.capacity
     if capacity < num_initial:
         raise ValueError(
-            f"rar_d.capacity = {capacity}: must be >= the number of initial points ({num_initial})"
+            f"capacity = {capacity}: must be >= the number of initial points ({num_initial})"
         )
     free_slots = capacity - num_initial
-    num_write = min(cfg.num_new_points, free_slots)  # per round; more would collide in the ring
+    num_write = min(num_new_points, free_slots)  # per round; more would collide in the ring
     # unused slots hold copies of initial points (weight 0) so the residual there stays finite
     filler = initial[np.arange(free_slots) % num_initial]
     buffer0 = np.concatenate([initial, filler], axis=0)
     mask0 = (np.arange(capacity) < num_initial).astype(np.float64)
-    noise_std = cfg.noise_scale * (box.upper - box.lower)
+    noise_std = noise_scale * (box.upper - box.lower)
 
     def init(key: jax.Array) -> RARDState:
         del key  # deterministic: the buffer starts as the initial points
@@ -330,14 +331,14 @@ def rar_d(domain: DomainLike, initial_points: ArrayLike, cfg: RARDConfig) -> Sam
         def refine(state: RARDState) -> RARDState:
             dtype = state.points.dtype
             key_pool, key_pick, key_noise = jax.random.split(key, 3)
-            pool = uniform_points(key_pool, cfg.pool_size, box.lower, box.upper).astype(dtype)
+            pool = uniform_points(key_pool, pool_size, box.lower, box.upper).astype(dtype)
             magnitude = _magnitude(residual_fn, pool)
-            threshold = jnp.percentile(magnitude, cfg.percentile)
+            threshold = jnp.percentile(magnitude, percentile)
             scale = jnp.max(magnitude)
             scaled = magnitude / jnp.where(scale > 0, scale, 1.0)  # in [0, 1]: sums cannot overflow
             tiny = jnp.finfo(magnitude.dtype).tiny  # all |r| = 0: uniform over the pool
             prob = jnp.where(magnitude >= threshold, jnp.maximum(scaled, tiny), 0.0)
-            idx = jax.random.choice(key_pick, cfg.pool_size, (num_write,), p=prob / jnp.sum(prob))
+            idx = jax.random.choice(key_pick, pool_size, (num_write,), p=prob / jnp.sum(prob))
             noise = jax.random.normal(key_noise, (num_write, box.dim), dtype)
             new = _wrap_and_clip(pool[idx] + noise * jnp.asarray(noise_std, dtype), box)
             slots = num_initial + (state.num_added + jnp.arange(num_write)) % free_slots
@@ -347,7 +348,7 @@ def rar_d(domain: DomainLike, initial_points: ArrayLike, cfg: RARDConfig) -> Sam
                 state.num_added + num_write,
             )
 
-        return _every(step, cfg.every, refine, state)
+        return _every(step, every, refine, state)
 
     def batch(state: RARDState) -> tuple[jax.Array, jax.Array]:
         return state.points, state.weights
@@ -387,13 +388,15 @@ def mixing_probability(
     return p_max * jnp.clip((step - p_start_step) / p_ramp_steps, 0.0, 1.0)
 
 
-def hard_bank(domain: DomainLike, batch_size: int, cfg: HardBankConfig) -> Sampler:
+def hard_bank(domain: DomainLike, batch_size: int, *, pool_size: int = 8192, bank_size: int = 1024,
+              top_k: int = 256, refresh_every: int = 100, p_start_step: int = 0,
+              p_ramp_steps: int = 1000, p_max: float = 0.2) -> Sampler:
     """Seed 001's hybrid sampler: batch = (1 - p) fresh uniform + p from a bank of hard points.
 
-    Bank: `cfg.bank_size` points with their `|r|`, initially empty (`-inf`). Every
-    `cfg.refresh_every` steps, `|r|` is evaluated (one call) on a fresh uniform pool of
-    `cfg.pool_size` points and on the bank; the bank becomes the `bank_size` largest of
-    (bank re-scored at the current params) ∪ (top-`cfg.top_k` of the pool) — so it always holds
+    Bank: `bank_size` points with their `|r|`, initially empty (`-inf`). Every
+    `refresh_every` steps, `|r|` is evaluated (one call) on a fresh uniform pool of
+    `pool_size` points and on the bank; the bank becomes the `bank_size` largest of
+    (bank re-scored at the current params) ∪ (top-`top_k` of the pool) — so it always holds
     the true top points of that union, sorted largest first.
 
     Batch, every step: `n_slots = ceil(p_max · B)` bank draws (uniform over the valid entries)
@@ -403,13 +406,13 @@ def hard_bank(domain: DomainLike, batch_size: int, cfg: HardBankConfig) -> Sampl
     weights are 1. Logged residuals are those of the last refresh.
     """
     box = _box(domain)
-    num_slots = min(batch_size, math.ceil(cfg.p_max * batch_size - 1e-9))
+    num_slots = min(batch_size, math.ceil(p_max * batch_size - 1e-9))
 
     def init(key: jax.Array) -> HardBankState:
         dtype = _float_dtype()
         return HardBankState(
-            jnp.broadcast_to(jnp.asarray(box.lower, dtype), (cfg.bank_size, box.dim)),
-            jnp.full((cfg.bank_size,), -jnp.inf, dtype),
+            jnp.broadcast_to(jnp.asarray(box.lower, dtype), (bank_size, box.dim)),
+            jnp.full((bank_size,), -jnp.inf, dtype),
             uniform_points(key, batch_size, box.lower, box.upper),
             jnp.zeros((), jnp.int32),
         )
@@ -418,7 +421,7 @@ def hard_bank(domain: DomainLike, batch_size: int, cfg: HardBankConfig) -> Sampl
         return jnp.sum(state.bank_residuals > -jnp.inf).astype(jnp.int32)
 
     def current_p(state: HardBankState, step: jax.Array) -> jax.Array:
-        p = mixing_probability(step, cfg.p_max, cfg.p_start_step, cfg.p_ramp_steps)
+        p = mixing_probability(step, p_max, p_start_step, p_ramp_steps)
         return jnp.where(bank_count(state) > 0, p, 0.0).astype(p.dtype)
 
     def update(state: HardBankState, key: jax.Array, step: jax.Array, residual_fn: ResidualFn):
@@ -426,19 +429,19 @@ def hard_bank(domain: DomainLike, batch_size: int, cfg: HardBankConfig) -> Sampl
         dtype = state.points.dtype
 
         def refresh(state: HardBankState) -> HardBankState:
-            pool = uniform_points(key_pool, cfg.pool_size, box.lower, box.upper).astype(dtype)
+            pool = uniform_points(key_pool, pool_size, box.lower, box.upper).astype(dtype)
             candidates = jnp.concatenate([pool, state.bank_points], axis=0)
             magnitude = _magnitude(residual_fn, candidates).astype(dtype)
-            pool_top, pool_idx = lax.top_k(magnitude[: cfg.pool_size], cfg.top_k)
+            pool_top, pool_idx = lax.top_k(magnitude[:pool_size], top_k)
             bank_now = jnp.where(
-                state.bank_residuals > -jnp.inf, magnitude[cfg.pool_size :], -jnp.inf
+                state.bank_residuals > -jnp.inf, magnitude[pool_size:], -jnp.inf
             )
             merged_points = jnp.concatenate([pool[pool_idx], state.bank_points], axis=0)
             merged = jnp.concatenate([pool_top, bank_now])
-            keep, keep_idx = lax.top_k(merged, cfg.bank_size)
+            keep, keep_idx = lax.top_k(merged, bank_size)
             return state._replace(bank_points=merged_points[keep_idx], bank_residuals=keep)
 
-        state = _every(step, cfg.refresh_every, refresh, state)
+        state = _every(step, refresh_every, refresh, state)
 
         points = uniform_points(key_uniform, batch_size, box.lower, box.upper).astype(dtype)
         if num_slots == 0:
@@ -468,42 +471,3 @@ def hard_bank(domain: DomainLike, batch_size: int, cfg: HardBankConfig) -> Sampl
         }
 
     return Sampler(init, update, batch, stats)
-
-
-# ----------------------------------------------------------------------------------------------
-# dispatch
-
-
-def make_sampler(
-    cfg: SamplingConfig, domain: DomainLike, fixed_points: Optional[ArrayLike] = None
-) -> Sampler:
-    """The sampler named by `cfg.method`, batch size `cfg.batch_size`.
-
-    `fixed_points` (the collocation stage's set) is used by `uniform` with `resample: false` and
-    by `rar_d`, whose initial points are its first `batch_size` rows (a Sobol' prefix is itself
-    well spread); the RAR-D batch then grows up to `rar_d.capacity`.
-    """
-    method = cfg.method
-    if method == "uniform":
-        if cfg.uniform.resample:
-            return uniform(domain, cfg.batch_size)
-        if fixed_points is None:
-            raise ValueError(
-                "sampling.uniform.resample = False: needs the fixed collocation points"
-            )
-        return uniform(domain, cfg.batch_size, resample=False, fixed_points=fixed_points)
-    if method == "rad":
-        return rad(domain, cfg.batch_size, cfg.rad)
-    if method == "rar_d":
-        if fixed_points is None:
-            raise ValueError("sampling.method = 'rar_d': needs the fixed collocation points")
-        initial = np.asarray(fixed_points)[: cfg.batch_size]
-        if cfg.rar_d.capacity < initial.shape[0]:
-            raise ValueError(
-                f"sampling.rar_d.capacity = {cfg.rar_d.capacity}: must be >= the initial point "
-                f"count min(sampling.batch_size, collocation points) = {initial.shape[0]}"
-            )
-        return rar_d(domain, initial, cfg.rar_d)
-    if method == "hard_bank":
-        return hard_bank(domain, cfg.batch_size, cfg.hard_bank)
-    raise ValueError(f"sampling.method = {method!r}: unknown")

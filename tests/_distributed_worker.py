@@ -111,7 +111,7 @@ def _trainer(cfg, mesh, probe: bool):
     problem = make_problem(cfg.problem.name)
     model = make_model(cfg.model, problem, seed=cfg.seed, dtype=jnp.float32)
     seen_by = ShardingProbe(problem) if probe else problem
-    trainer = Trainer(cfg, seen_by, model, dtype=jnp.float32, mesh=mesh)
+    trainer = Trainer.from_params(cfg, seen_by, model, dtype=jnp.float32, mesh=mesh)
     _, params, _ = split(model)
     return trainer, trainer.init(params, seed=cfg.seed), seen_by
 

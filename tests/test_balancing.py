@@ -12,7 +12,6 @@ import pytest
 
 from pinn import balancing
 from pinn.balancing import BalancerState, causal_residual_loss, gradnorm_step
-from pinn.config import BalancingConfig, GradNormConfig, GradRatioConfig
 
 NAMES2 = ("pde", "ic")
 
@@ -43,7 +42,7 @@ def _assert_state_equal(a: BalancerState, b: BalancerState) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# fixed and make_balancer
+# fixed
 
 
 def test_fixed_weights_constant_and_never_traces_grad_norms():
@@ -68,23 +67,12 @@ def test_fixed_weights_constant_and_never_traces_grad_norms():
         balancing.fixed([1.0, -1.0])
 
 
-def test_make_balancer_dispatch():
-    cfg = BalancingConfig(method="fixed", weights={"pde": 1.0, "ic": 100.0})
-    bal = balancing.make_balancer(cfg, ("pde", "ic", "bc"))
-    np.testing.assert_array_equal(bal.weights(bal.init(3)), [1.0, 100.0, 1.0])  # bc missing -> 1
-    for method in ("gradnorm", "grad_ratio"):
-        bal = balancing.make_balancer(BalancingConfig(method=method), NAMES2)
-        np.testing.assert_array_equal(bal.weights(bal.init(2)), [1.0, 1.0])
-        assert set(bal.stats(bal.init(2))) == {"w_pde", "w_ic", "grad_norm_pde", "grad_norm_ic"}
-
-
 # ----------------------------------------------------------------------------------------------
 # GradNorm
 
 
 def test_gradnorm_two_updates_by_hand():
-    cfg = GradNormConfig(alpha=1.5, learning_rate=0.1, update_every=10, **BOUNDS)
-    bal = balancing.gradnorm(NAMES2, cfg)
+    bal = balancing.gradnorm(NAMES2, alpha=1.5, learning_rate=0.1, update_every=10, **BOUNDS)
     state = bal.init(2)
     upd = _jit_update(bal)
     # first update records L(0) = (4, 1): L̃ = r = 1, G = (3, 1), Ḡ = 2, target = (2, 2),
@@ -163,8 +151,7 @@ def test_gradnorm_bounds_and_sum_on_random_updates():
 
 
 def test_gradnorm_guards_zero_and_nonfinite():
-    cfg = GradNormConfig(learning_rate=0.1, update_every=1)
-    bal = balancing.gradnorm(NAMES2, cfg)
+    bal = balancing.gradnorm(NAMES2, learning_rate=0.1, update_every=1)
     state = bal.init(2)
     upd = _jit_update(bal)
     # zero initial loss for a term and a zero gradient norm: finite, Σ = K
@@ -182,7 +169,7 @@ def test_gradnorm_guards_zero_and_nonfinite():
     s4 = upd(state, 0, jnp.array([jnp.nan, 1.0]), _f32([1.0, 1.0]))
     assert not bool(s4.initialized)
     with pytest.raises(ValueError, match="min_weight <= 1 <= max_weight"):
-        balancing.gradnorm(NAMES2, GradNormConfig(min_weight=1.5, max_weight=3.0))
+        balancing.gradnorm(NAMES2, min_weight=1.5, max_weight=3.0)
 
 
 def _toy_gradnorm_run(num_steps: int = 300):
@@ -190,8 +177,7 @@ def _toy_gradnorm_run(num_steps: int = 300):
 
     Plain SGD (not Adam): with disjoint parameters Adam's per-parameter normalization would make
     the term weights irrelevant to the dynamics."""
-    cfg = GradNormConfig(alpha=1.5, learning_rate=0.05, update_every=5, **BOUNDS)
-    bal = balancing.gradnorm(NAMES2, cfg)
+    bal = balancing.gradnorm(NAMES2, alpha=1.5, learning_rate=0.05, update_every=5, **BOUNDS)
     opt = optax.sgd(0.2)
 
     def term_losses(theta):
@@ -240,7 +226,7 @@ def test_gradnorm_raises_weight_of_lagging_term():
 def test_grad_ratio_targets_and_momentum():
     targets = balancing.grad_ratio_targets(jnp.array([1.0, 4.0]), jnp.ones(2))
     np.testing.assert_allclose(targets, [5.0, 1.25])
-    bal = balancing.grad_ratio(NAMES2, GradRatioConfig(momentum=0.9, update_every=100))
+    bal = balancing.grad_ratio(NAMES2, momentum=0.9, update_every=100)
     state = bal.init(2)
     upd = _jit_update(bal)
     state = upd(state, 0, jnp.array([1.0, 1.0]), _f32([1.0, 4.0]))
@@ -255,7 +241,7 @@ def test_grad_ratio_targets_and_momentum():
 
 
 def test_grad_ratio_guards():
-    bal = balancing.grad_ratio(NAMES2, GradRatioConfig(momentum=0.5, update_every=1))
+    bal = balancing.grad_ratio(NAMES2, momentum=0.5, update_every=1)
     state = bal.init(2)
     upd = _jit_update(bal)
     # zero norm: that term keeps its weight; the other gets Σn/n = 1
@@ -271,17 +257,16 @@ def test_grad_ratio_guards():
 # periodic evaluation, compilation
 
 
+def _balancer(method: str, update_every: int) -> balancing.Balancer:
+    if method == "fixed":
+        return balancing.fixed([1.0, 1.0], NAMES2)
+    return getattr(balancing, method)(NAMES2, update_every=update_every)
+
+
 @pytest.mark.parametrize("method", ["gradnorm", "grad_ratio"])
 def test_grad_norms_fn_runs_only_on_update_steps(method):
     calls = []
-    bal = balancing.make_balancer(
-        BalancingConfig(
-            method=method,
-            gradnorm=GradNormConfig(update_every=10),
-            grad_ratio=GradRatioConfig(update_every=10),
-        ),
-        NAMES2,
-    )
+    bal = _balancer(method, update_every=10)
 
     def body(state, step):
         def grad_norms_fn():
@@ -299,14 +284,7 @@ def test_grad_norms_fn_runs_only_on_update_steps(method):
 @pytest.mark.parametrize("method", ["fixed", "gradnorm", "grad_ratio"])
 def test_no_recompilation_across_steps(method):
     traces = []
-    bal = balancing.make_balancer(
-        BalancingConfig(
-            method=method,
-            gradnorm=GradNormConfig(update_every=3),
-            grad_ratio=GradRatioConfig(update_every=3),
-        ),
-        NAMES2,
-    )
+    bal = _balancer(method, update_every=3)
 
     @jax.jit
     def step_fn(state, step, theta):

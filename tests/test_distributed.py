@@ -218,7 +218,7 @@ def _small_trainer(mesh=None, **distributed_section):
     )
     problem = make_problem("burgers_1d")
     model = make_model(cfg.model, problem, seed=0)
-    trainer = Trainer(cfg, problem, model, mesh=mesh)
+    trainer = Trainer.from_params(cfg, problem, model, mesh=mesh)
     return trainer, trainer.init(split(model)[1], seed=0)
 
 

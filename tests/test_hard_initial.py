@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from pinn.config import ConfigError, validate_params
-from pinn.loss import loss_spec
+from pinn.from_params import loss_from_params
 from pinn.models import apply_fn, make_model, split
 from pinn.problems import Box, Dirichlet, Initial, Problem, make_problem
 
@@ -56,8 +56,8 @@ def test_the_network_equals_the_initial_condition_at_t0_whatever_its_parameters(
     # away from t0 the network is not the initial condition (it learns the rest)
     z1 = z0.at[:, 0].add(0.5)
     assert float(jnp.max(jnp.abs(u(params, z1) - u0))) > 1e-2
-    assert "ic" not in loss_spec(cfg, problem).term_names
-    assert "ic" in loss_spec(_params(False, name=name, coefficients={}), problem).term_names
+    assert "ic" not in loss_from_params(cfg, problem).term_names
+    assert "ic" in loss_from_params(_params(False, name=name, coefficients={}), problem).term_names
 
 
 @dataclass(frozen=True)

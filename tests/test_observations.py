@@ -89,7 +89,8 @@ def test_the_data_term_is_the_mean_squared_misfit_of_the_observed_field():
     """A hand-written two-output network (u, a): the `data` term of the inverse heat problem is
     mean_i (u(z_i) - v_i)^2 over every observation point (the u column, not a), the `bc` term
     is the misfit of a alone; computed by hand in NumPy."""
-    from pinn.loss import loss_dict, loss_spec
+    from pinn.from_params import loss_from_params
+    from pinn.loss import loss_dict
 
     problem = make_problem(HEAT)
     cfg = validate_params({"problem": {"target": HEAT},
@@ -104,7 +105,7 @@ def test_the_data_term_is_the_mean_squared_misfit_of_the_observed_field():
     v_obs = rng.normal(size=7)
     points = jnp.asarray(rng.uniform(-1, 1, size=(5, 3)))
     bc_z = jnp.asarray(rng.uniform(-1, 1, size=(3, 3)))
-    losses, _ = loss_dict(problem, loss_spec(cfg, problem), net, points, jnp.ones(5),
+    losses, _ = loss_dict(problem, loss_from_params(cfg, problem), net, points, jnp.ones(5),
                           jnp.zeros((0, 2)), bc_z, ((jnp.asarray(z_obs), jnp.asarray(v_obs)),))
     assert list(losses) == ["pde", "bc", "data"]
     by_hand = np.mean((np.tanh(z_obs @ w1 + b1) @ w2[:, 0] - v_obs) ** 2)
@@ -130,7 +131,7 @@ def test_the_trainer_uses_every_observation_every_step_and_weights_reach_the_ter
     cfg = validate_params(tiny_params("problems.py:ObservedHeat", pde=1.0, bc=2.0, data=7.0))
     problem = make_problem("problems.py:ObservedHeat")
     model = make_model(cfg.model, problem, seed=0)
-    trainer = Trainer(cfg, problem, model)
+    trainer = Trainer.from_params(cfg, problem, model)
     (z_obs, v_obs), = trainer.obs
     assert z_obs.shape == (64, 2)
     state = trainer.init(nnx.state(model, nnx.Param), 0)
@@ -145,14 +146,14 @@ def test_the_trainer_uses_every_observation_every_step_and_weights_reach_the_ter
     np.testing.assert_allclose(float(m["loss"]), total, rtol=1e-5)
     # the adaptive balancers get the data term by name like the others: GradNorm lowers the weight
     # of the term with the largest gradient norm (here `data`), grad-ratio too
-    from pinn.balancing import make_balancer
+    from pinn.from_params import balancer_from_params
 
     for method in ("gradnorm", "grad_ratio"):
         cfg = validate_params({**tiny_params("problems.py:ObservedHeat"),
                                "balancing": {"method": method, "weights": {},
                                              "gradnorm": {"update_every": 1},
                                              "grad_ratio": {"update_every": 1}}})
-        balancer = make_balancer(cfg.balancing, trainer.term_names)
+        balancer = balancer_from_params(cfg, trainer.term_names)
         state = balancer.init(3)
         state = balancer.update(state, 0, jnp.ones(3), lambda: jnp.asarray([1.0, 1.0, 10.0]))
         w = np.asarray(balancer.weights(state))

@@ -12,9 +12,9 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from pinn.config import OptimizerConfig, RefineConfig
 from pinn.errors import UserError
 from pinn.optim import (
     CONVERGED,
@@ -50,7 +50,7 @@ def x64():
 
 
 def _opt(method: str):
-    return refine_optimizer(RefineConfig(method=method))
+    return refine_optimizer(method)
 
 
 def _dense_state(opt_state) -> ScaleByDenseQuasiNewtonState:
@@ -62,21 +62,19 @@ def _dense_state(opt_state) -> ScaleByDenseQuasiNewtonState:
 
 
 def test_learning_rate_schedule_warmup_then_exponential_decay():
-    cfg = OptimizerConfig(learning_rate=1e-3, warmup_steps=100, decay_rate=0.5, decay_steps=1000)
-    lr = learning_rate_schedule(cfg)
+    lr = learning_rate_schedule(1e-3, warmup_steps=100, decay_rate=0.5, decay_steps=1000)
     np.testing.assert_allclose(float(lr(0)), 0.0, atol=1e-12)
     np.testing.assert_allclose(float(lr(50)), 0.5e-3, rtol=1e-6)
     np.testing.assert_allclose(float(lr(100)), 1e-3, rtol=1e-6)  # end of warm-up: peak
     np.testing.assert_allclose(float(lr(1100)), 0.5e-3, rtol=1e-6)  # one decay period later
     np.testing.assert_allclose(float(lr(600)), 1e-3 * 0.5**0.5, rtol=1e-6)  # smooth, not staircase
-    no_warmup = learning_rate_schedule(cfg.model_copy(update={"warmup_steps": 0}))
+    no_warmup = learning_rate_schedule(1e-3, warmup_steps=0, decay_rate=0.5, decay_steps=1000)
     np.testing.assert_allclose(float(no_warmup(0)), 1e-3, rtol=1e-6)
     np.testing.assert_allclose(float(no_warmup(2000)), 0.25e-3, rtol=1e-6)
 
 
 def test_adam_uses_schedule_and_betas():
-    cfg = OptimizerConfig(learning_rate=0.1, warmup_steps=0, decay_rate=0.5, decay_steps=1, b1=0.0, b2=0.0)
-    opt = adam(cfg)
+    opt = adam(learning_rate=0.1, warmup_steps=0, decay_rate=0.5, decay_steps=1, b1=0.0, b2=0.0)
     update = jax.jit(opt.update)
     params = jnp.array([1.0, -2.0])
     state = opt.init(params)
@@ -87,23 +85,52 @@ def test_adam_uses_schedule_and_betas():
     np.testing.assert_allclose(np.asarray(u0), [-0.1, 0.1], rtol=1e-6)
     np.testing.assert_allclose(np.asarray(u1), [-0.05, 0.05], rtol=1e-6)
     with pytest.raises(ValueError, match="warmup_steps"):
-        adam(OptimizerConfig(warmup_steps=10), total_steps=5)
+        adam(warmup_steps=10, total_steps=5)
+
+
+def test_adam_lr_scale_is_an_injected_hyperparameter():
+    """The learning-rate scale lives in Adam's state (optax.inject_hyperparams): set there, the
+    next updates are the unscaled ones times it, bit for bit (the product the cascade computed
+    beside the state before); the moments do not depend on it."""
+    from pinn.optim import lr_scale_of, with_lr_scale
+
+    opt = adam(learning_rate=1e-2, decay_steps=10, decay_rate=0.5, warmup_steps=2)
+    plain = optax.adam(learning_rate_schedule(1e-2, decay_steps=10, decay_rate=0.5, warmup_steps=2))
+    params = jnp.array([0.3, -1.2, 2.0], jnp.float32)
+    state, ref = opt.init(params), plain.init(params)
+    assert float(lr_scale_of(state)) == 1.0 and lr_scale_of(state).dtype == jnp.float32
+    update = jax.jit(opt.update)
+
+    @jax.jit
+    def scaled(grads, ref, params, scale):  # what the trainer computed before, in one program
+        r, ref = plain.update(grads, ref, params)
+        return jax.tree.map(lambda x: x * scale.astype(x.dtype), r), ref
+
+    for k in range(6):
+        if k == 3:
+            state = with_lr_scale(state, 0.25)
+        grads = jnp.sin(params * (k + 1))
+        u, state = update(grads, state, params)
+        r, ref = scaled(grads, ref, params, jnp.float32(0.25 if k >= 3 else 1.0))
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(r))
+    assert float(lr_scale_of(state)) == 0.25
+    np.testing.assert_array_equal(np.asarray(state[0].nu), np.asarray(ref[0].nu))
+    with pytest.raises(ValueError, match="lr_scale"):
+        lr_scale_of(plain.init(params))
 
 
 def test_refine_optimizer_by_method():
-    assert isinstance(refine_optimizer(RefineConfig(method="ssbfgs")).init(jnp.zeros(3))[0], ScaleByDenseQuasiNewtonState)
-    with pytest.raises(ValueError, match="refine.method"):
-        refine_optimizer(RefineConfig(method="none"))
+    assert isinstance(refine_optimizer("ssbfgs").init(jnp.zeros(3))[0], ScaleByDenseQuasiNewtonState)
+    with pytest.raises(ValueError, match="method = 'none'"):
+        refine_optimizer("none")
 
 
 def test_should_switch_by_threshold_or_steps():
-    cfg = OptimizerConfig(switch_loss_threshold=1e-3)
-    assert not bool(should_switch(1e-2, 10, cfg, max_steps=100))
-    assert bool(should_switch(1e-4, 10, cfg, max_steps=100))
-    assert bool(should_switch(1e-2, 100, cfg, max_steps=100))
-    never = OptimizerConfig()
-    assert not bool(should_switch(0.0, 99, never, max_steps=100))
-    traced = jax.jit(lambda loss, step: should_switch(loss, step, cfg, 100))
+    assert not bool(should_switch(1e-2, 10, max_steps=100, switch_loss_threshold=1e-3))
+    assert bool(should_switch(1e-4, 10, max_steps=100, switch_loss_threshold=1e-3))
+    assert bool(should_switch(1e-2, 100, max_steps=100, switch_loss_threshold=1e-3))
+    assert not bool(should_switch(0.0, 99, max_steps=100))
+    traced = jax.jit(lambda loss, step: should_switch(loss, step, 100, 1e-3))
     assert bool(traced(jnp.float32(1e-4), jnp.int32(0))) and not bool(traced(jnp.float32(1.0), jnp.int32(0)))
 
 

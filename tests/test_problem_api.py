@@ -16,7 +16,8 @@ import pytest
 
 from pinn import derivatives as D
 from pinn.config import ConfigError, validate_params
-from pinn.loss import loss_dict, loss_spec
+from pinn.from_params import loss_from_params
+from pinn.loss import loss_dict
 from pinn.problems import PROBLEMS, Box, Dirichlet, Initial, Neumann, Periodic, Problem, make_problem
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -220,7 +221,7 @@ def test_loss_is_a_dict_of_named_terms():
 
     cfg = Params()
     p = Steady()
-    spec = loss_spec(cfg, p)
+    spec = loss_from_params(cfg, p)
     assert spec.term_names == ("mixed", "coupling", "flux", "bc")
     z = jnp.asarray(np.random.default_rng(3).random((16, 2)))
     losses, _ = loss_dict(p, spec, steady_exact, z, jnp.ones(16), z[:, 1:], z)

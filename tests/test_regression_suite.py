@@ -370,12 +370,14 @@ def test_train_and_refine_print_a_line_per_interval_when_piped(monkeypatch):
     trainer, state0 = _tiny_trainer()
     err = _Stderr(tty=True)
     monkeypatch.setattr(sys, "stderr", err)
-    cascade.train_level(trainer, state0, 20, level="level0", log_every=10)
+    cascade.train_level(trainer, state0, 20, level="level0", log_every=10,
+                        max_divergence_retries=3, divergence_lr_factor=0.5)
     assert err.getvalue() == ""
 
     err = _Stderr(tty=False)
     monkeypatch.setattr(sys, "stderr", err)
-    cascade.train_level(trainer, state0, 30, level="level0", log_every=10)
+    cascade.train_level(trainer, state0, 30, level="level0", log_every=10,
+                        max_divergence_retries=3, divergence_lr_factor=0.5)
     cfg = validate_params({"problem": {"name": "burgers_1d"}, "model": {"width": 8, "depth": 2},
                            "refine": {"method": "lbfgs", "iterations": 4, "block_size": 2,
                                       "resample_every_blocks": 0},

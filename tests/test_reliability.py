@@ -36,7 +36,7 @@ import yaml
 
 from conftest import output_of, stage, stage_argv, stage_option
 
-from pinn import cascade, io
+from pinn import cascade, io, optim
 from pinn.checkpoint import Checkpointer
 from pinn.config import load_params, validate_params
 from pinn.errors import UserError
@@ -332,6 +332,14 @@ def _leaves_equal(a, b) -> bool:
                for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
 
 
+#: the divergence handling of params' defaults (train.max_divergence_retries, divergence_lr_factor)
+DIVERGENCE = {"max_divergence_retries": 3, "divergence_lr_factor": 0.5}
+
+
+def _lr_scale(state) -> float:
+    return float(optim.lr_scale_of(state.opt_state))
+
+
 def test_train_level_rolls_back_lowers_lr_and_retries(monkeypatch):
     trainer, state0 = _tiny_trainer()
     real_run = trainer.run
@@ -360,16 +368,19 @@ def test_train_level_rolls_back_lowers_lr_and_retries(monkeypatch):
     monkeypatch.setattr(trainer, "run", diverging_once)
     chunks = []
     state, rows = cascade.train_level(trainer, state0, 40, level="level0", log_every=10,
-                                      on_chunk=chunks.append)
+                                      on_chunk=chunks.append, **DIVERGENCE)
     assert [int(s.step) for s in calls] == [0, 10, 10, 20, 30]
     assert _leaves_equal(calls[2].params, calls[1].params)  # rolled back to the last good state
-    assert float(calls[1].lr_scale) == 1.0 and float(calls[2].lr_scale) == 0.5
+    # the cut is in the optimizer state (Adam's injected `lr_scale`), nothing beside it
+    assert _lr_scale(calls[1]) == 1.0 and _lr_scale(calls[2]) == 0.5
+    assert _leaves_equal(calls[2].opt_state,
+                         optim.with_lr_scale(calls[1].opt_state, 0.5))  # only the scale changed
     assert [r["level_step"] for r in rows] == [10, 20, 30, 40]
     assert [r["lr_scale"] for r in rows] == [1.0, 0.5, 0.5, 0.5]
     assert cascade.finite_rows(rows) and len(chunks) == 4
-    assert int(state.step) == 40 and float(state.lr_scale) == 0.5
+    assert int(state.step) == 40 and _lr_scale(state) == 0.5
     # the retried interval really ran with the lowered learning rate
-    expected, _ = real_run(calls[1]._replace(lr_scale=jnp.asarray(0.5, jnp.float32)), 10)
+    expected, _ = real_run(calls[1]._replace(opt_state=optim.with_lr_scale(calls[1].opt_state, 0.5)), 10)
     assert _leaves_equal(chunks[1].params, expected.params)
     assert not _leaves_equal(chunks[1].params, real_run(calls[1], 10)[0].params)
 
@@ -378,8 +389,8 @@ def test_train_level_rolls_back_lowers_lr_and_retries(monkeypatch):
     monkeypatch.setattr(trainer, "run", lambda s, n: (
         calls.append(s) or (s._replace(step=s.step + n, nonfinite=s.nonfinite + 1), {})))
     with pytest.raises(cascade.DivergenceError, match=r"train\.max_divergence_retries"):
-        cascade.train_level(trainer, state0, 40, level="level0", log_every=10)
-    assert len(calls) == 4 and [float(s.lr_scale) for s in calls] == [1.0, 0.5, 0.25, 0.125]
+        cascade.train_level(trainer, state0, 40, level="level0", log_every=10, **DIVERGENCE)
+    assert len(calls) == 4 and [_lr_scale(s) for s in calls] == [1.0, 0.5, 0.25, 0.125]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -11,7 +11,9 @@ import pytest
 from scipy import stats as sps
 
 from pinn import sampling
-from pinn.config import HardBankConfig, RADConfig, RARDConfig, SamplingConfig
+
+#: a sampler's hyperparameters as attributes (`**vars(hp)` passes them on)
+HP = SimpleNamespace
 
 # t in [0, 1], x in [-1, 1) periodic
 DOMAIN = SimpleNamespace(lower=(0.0, -1.0), upper=(1.0, 1.0), periodic=(False, True))
@@ -137,20 +139,20 @@ def test_uniform_fixed_points_whole_set_or_subset():
 
 
 def rad_batch(cfg, residual_fn, batch_size=1024):
-    s = sampling.rad(DOMAIN, batch_size, cfg)
+    s = sampling.rad(DOMAIN, batch_size, **vars(cfg))
     state, (pts, _), _ = step_fn(s, residual_fn)(s.init(jax.random.key(0)), jnp.int32(0))
     return s, state, np.asarray(pts)
 
 
 def test_rad_large_c_is_uniform_and_small_c_concentrates():
     # large c: p ∝ |r|/mean|r| + c is flat, so each axis passes a KS test against uniform
-    _, _, pts = rad_batch(RADConfig(k=1.0, c=1e6, pool_size=4096), jbump)
+    _, _, pts = rad_batch(HP(k=1.0, c=1e6, pool_size=4096), jbump)
     for axis in range(2):
         unit = (pts[:, axis] - LOWER[axis]) / (UPPER[axis] - LOWER[axis])
         assert sps.kstest(unit, "uniform").pvalue > 1e-2
 
     # c = 0, k = 1: p ∝ |r| concentrates on the bump, and fails the uniformity test
-    s, state, pts = rad_batch(RADConfig(k=1.0, c=0.0, pool_size=4096), jbump)
+    s, state, pts = rad_batch(HP(k=1.0, c=0.0, pool_size=4096), jbump)
     stats = s.stats(state, jnp.int32(0))
     batch_mean = np.abs(bump(pts)).mean()
     pool_mean = float(stats["pool_mean_residual"])
@@ -179,13 +181,13 @@ def test_rad_non_finite_residual_attracts_no_points():
         r = jnp.where(z[:, 1] > 0.0, jnp.nan, r)
         return jnp.where((z[:, 1] < -0.9), jnp.inf, r)
 
-    _, _, pts = rad_batch(RADConfig(k=1.0, c=0.0, pool_size=4096), field, batch_size=512)
+    _, _, pts = rad_batch(HP(k=1.0, c=0.0, pool_size=4096), field, batch_size=512)
     assert np.all(np.isfinite(pts))
     assert np.all(pts[:, 1] <= 0.0) and np.all(pts[:, 1] >= -0.9)
 
 
 def test_rad_batch_fixed_between_resamples():
-    s = sampling.rad(DOMAIN, 64, RADConfig(pool_size=256, resample_every=3))
+    s = sampling.rad(DOMAIN, 64, pool_size=256, resample_every=3)
     run = step_fn(s, jbump)
     state = s.init(jax.random.key(0))
     batches = []
@@ -209,8 +211,8 @@ def valid_bank(state):
 
 
 def test_hard_bank_holds_true_top_points():
-    cfg = HardBankConfig(pool_size=512, bank_size=100, top_k=64, refresh_every=5, p_ramp_steps=0)
-    s = sampling.hard_bank(DOMAIN, 64, cfg)
+    cfg = HP(pool_size=512, bank_size=100, top_k=64, refresh_every=5, p_ramp_steps=0)
+    s = sampling.hard_bank(DOMAIN, 64, **vars(cfg))
     inputs = []  # every (concrete) point set the residual is evaluated on, recorded from inside jit
 
     @jax.jit
@@ -266,8 +268,8 @@ def test_hard_bank_holds_true_top_points():
 
 
 def test_hard_bank_non_finite_residuals_do_not_enter_the_top():
-    cfg = HardBankConfig(pool_size=256, bank_size=32, top_k=32, refresh_every=1)
-    s = sampling.hard_bank(DOMAIN, 16, cfg)
+    cfg = HP(pool_size=256, bank_size=32, top_k=32, refresh_every=1)
+    s = sampling.hard_bank(DOMAIN, 16, **vars(cfg))
     field = lambda z: jnp.where(z[:, 1] > 0.5, jnp.nan, jbump(z))  # noqa: E731
     state, _, _ = step_fn(s, field)(s.init(jax.random.key(0)), jnp.int32(0))
     pts, res = valid_bank(state)
@@ -283,7 +285,7 @@ def test_mixing_probability_schedule():
 
 
 def run_hard_bank(cfg, batch_size, steps, field=jbump, seed=1):
-    s = sampling.hard_bank(DOMAIN, batch_size, cfg)
+    s = sampling.hard_bank(DOMAIN, batch_size, **vars(cfg))
 
     def body(state, step):
         key = jax.random.fold_in(jax.random.key(seed), step)
@@ -298,7 +300,7 @@ def run_hard_bank(cfg, batch_size, steps, field=jbump, seed=1):
 
 def test_hard_bank_share_follows_p():
     batch_size, steps = 64, 900
-    cfg = HardBankConfig(
+    cfg = HP(
         pool_size=128, bank_size=32, top_k=16, refresh_every=10,
         p_start_step=100, p_ramp_steps=100, p_max=0.3,
     )
@@ -321,10 +323,10 @@ def test_hard_bank_share_follows_p():
 
 
 def test_hard_bank_p_zero_while_bank_empty():
-    cfg = HardBankConfig(
+    cfg = HP(
         pool_size=64, bank_size=16, top_k=8, refresh_every=10, p_ramp_steps=0, p_max=0.5
     )
-    s = sampling.hard_bank(DOMAIN, 32, cfg)
+    s = sampling.hard_bank(DOMAIN, 32, **vars(cfg))
     run = step_fn(s, jbump)
     state = s.init(jax.random.key(0))
     assert float(s.stats(state, jnp.int32(5))["p"]) == 0.0
@@ -342,10 +344,10 @@ def test_hard_bank_p_zero_while_bank_empty():
 
 def test_rar_d_buffer_fills_wraps_periodic_and_keeps_initial_points():
     initial = sampling.collocation_points("sobol", 50, LOWER, UPPER, seed=0)
-    cfg = RARDConfig(
+    cfg = HP(
         num_new_points=16, percentile=90.0, noise_scale=0.05, every=4, capacity=130, pool_size=1024
     )
-    s = sampling.rar_d(DOMAIN, initial, cfg)
+    s = sampling.rar_d(DOMAIN, initial, **vars(cfg))
 
     def edge(z):  # peaked on the periodic seam x = ±1 and at the final time t = 1
         return jnp.exp(-((1.0 - jnp.abs(z[:, 1])) ** 2) / 0.01 - (1.0 - z[:, 0]) ** 2 / 0.01)
@@ -381,10 +383,10 @@ def test_rar_d_buffer_fills_wraps_periodic_and_keeps_initial_points():
 
 def test_rar_d_adds_only_points_above_the_percentile():
     initial = sampling.collocation_points("uniform", 10, LOWER, UPPER, seed=0)
-    cfg = RARDConfig(
+    cfg = HP(
         num_new_points=200, percentile=90.0, noise_scale=0.0, every=1, capacity=210, pool_size=4096
     )
-    s = sampling.rar_d(DOMAIN, initial, cfg)
+    s = sampling.rar_d(DOMAIN, initial, **vars(cfg))
     state, _, _ = step_fn(s, lambda z: z[:, 0])(s.init(jax.random.key(0)), jnp.int32(0))
     added = np.asarray(state.points)[10:]
     assert added[:, 0].min() > 0.85  # |r| = t: only the top 10 % of the pool (t ≳ 0.9) qualify
@@ -394,7 +396,7 @@ def test_rar_d_adds_only_points_above_the_percentile():
 def test_rar_d_capacity_error():
     initial = np.zeros((20, 2))
     with pytest.raises(ValueError, match="capacity"):
-        sampling.rar_d(DOMAIN, initial, RARDConfig(capacity=10))
+        sampling.rar_d(DOMAIN, initial, capacity=10)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -407,14 +409,14 @@ SAMPLERS = {
         DOMAIN, 32, resample=False,
         fixed_points=sampling.collocation_points("sobol", 64, LOWER, UPPER, 0),
     ),
-    "rad": lambda: sampling.rad(DOMAIN, 64, RADConfig(pool_size=256, resample_every=4)),
+    "rad": lambda: sampling.rad(DOMAIN, 64, pool_size=256, resample_every=4),
     "rar_d": lambda: sampling.rar_d(
         DOMAIN, np.full((8, 2), 0.5),
-        RARDConfig(capacity=64, pool_size=256, every=4, num_new_points=8),
+        capacity=64, pool_size=256, every=4, num_new_points=8,
     ),
     "hard_bank": lambda: sampling.hard_bank(
         DOMAIN, 64,
-        HardBankConfig(pool_size=256, bank_size=32, top_k=8, refresh_every=4, p_ramp_steps=6),
+        pool_size=256, bank_size=32, top_k=8, refresh_every=4, p_ramp_steps=6,
     ),
 }
 
@@ -477,33 +479,3 @@ def test_deterministic_given_keys(name):
     assert any(not np.array_equal(pa, pc) for (pa, _), (pc, _) in zip(a, c))
 
 
-def test_make_sampler_dispatch():
-    fixed = sampling.collocation_points("sobol", 256, LOWER, UPPER, seed=0)
-    kinds = {
-        "uniform": sampling.UniformState,
-        "rad": sampling.RADState,
-        "rar_d": sampling.RARDState,
-        "hard_bank": sampling.HardBankState,
-    }
-    for method, state_type in kinds.items():
-        cfg = SamplingConfig(method=method, batch_size=128)
-        s = sampling.make_sampler(cfg, DOMAIN, fixed_points=fixed)
-        state = s.init(jax.random.key(0))
-        assert isinstance(state, state_type)
-        pts, w = s.batch(state)
-        size = cfg.rar_d.capacity if method == "rar_d" else 128
-        assert pts.shape == (size, 2) and w.shape == (size,)
-    rard = sampling.make_sampler(SamplingConfig(method="rar_d", batch_size=128), DOMAIN, fixed)
-    w = np.asarray(rard.batch(rard.init(jax.random.key(0)))[1])
-    assert w.sum() == 128  # initial points: the first batch_size rows of the fixed set
-
-    fixed_cfg = SamplingConfig(method="uniform", batch_size=128, uniform={"resample": False})
-    s = sampling.make_sampler(fixed_cfg, DOMAIN, fixed_points=fixed)
-    state = s.update(s.init(jax.random.key(0)), jax.random.key(1), jnp.int32(0), jbump)
-    assert np.all(rows_in(s.batch(state)[0], fixed, tol=1e-6))
-    with pytest.raises(ValueError, match="resample"):
-        sampling.make_sampler(fixed_cfg, DOMAIN)
-    with pytest.raises(ValueError, match="capacity"):
-        sampling.make_sampler(
-            SamplingConfig(method="rar_d", batch_size=128, rar_d={"capacity": 64}), DOMAIN, fixed
-        )

@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pinn import cascade
+from pinn import cascade, optim
 from pinn.config import validate_params
+from pinn.from_params import loss_from_params
 from pinn.problems import make_problem
-from pinn.train import loss_spec
 
 
 def _cfg(**over):
@@ -68,10 +68,10 @@ def test_step_compiles_once_and_reduces_loss(over):
 
 def test_bc_term_only_when_needed():
     periodic = make_problem("allen_cahn_1d")
-    assert loss_spec(_cfg(**{"problem.name": "allen_cahn_1d"}), periodic).term_names == ("pde", "ic")
+    assert loss_from_params(_cfg(**{"problem.name": "allen_cahn_1d"}), periodic).term_names == ("pde", "ic")
     no_embed = _cfg(**{"problem.name": "allen_cahn_1d", "model.periodic_embedding": False})
-    assert loss_spec(no_embed, periodic).term_names == ("pde", "ic", "bc")
-    assert loss_spec(_cfg(), make_problem("burgers_1d")).term_names == ("pde", "ic", "bc")
+    assert loss_from_params(no_embed, periodic).term_names == ("pde", "ic", "bc")
+    assert loss_from_params(_cfg(), make_problem("burgers_1d")).term_names == ("pde", "ic", "bc")
 
 
 def test_deterministic():
@@ -93,7 +93,9 @@ def test_lr_scale_scales_the_update():
     trainer, model = cascade.make_trainer(cfg, problem, "level0")
     s0 = cascade.state_template(trainer, model, cfg, "level0")
     full, _ = trainer.run(s0, 1)
-    half, _ = trainer.run(s0._replace(lr_scale=jnp.asarray(0.5, jnp.float32)), 1)
+    # the scale is Adam's injected hyperparameter (pinn.optim.adam), in the optimizer state
+    half, _ = trainer.run(s0._replace(opt_state=optim.with_lr_scale(s0.opt_state, 0.5)), 1)
+    assert float(optim.lr_scale_of(half.opt_state)) == 0.5  # kept by the step
     for p0, pf, ph in zip(*(jax.tree_util.tree_leaves(x) for x in (s0.params, full.params, half.params))):
         np.testing.assert_allclose(np.asarray(ph) - np.asarray(p0), 0.5 * (np.asarray(pf) - np.asarray(p0)),
                                    rtol=1e-4, atol=1e-7)

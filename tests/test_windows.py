@@ -118,7 +118,8 @@ def test_causal_weighting_acts_within_the_window():
     """With `balancing.causal`, a window's PDE loss chunks its own slab: the loss equals the causal
     loss over [t_k, t_{k+1}] (Wang, Sankaran & Perdikaris 2022), not over the whole interval."""
     from pinn import balancing
-    from pinn.loss import loss_dict, loss_spec
+    from pinn.from_params import loss_from_params
+    from pinn.loss import loss_dict
 
     data = _params(4)
     data["balancing"]["causal"] = {"enabled": True, "tolerance": 1.0, "num_chunks": 4}
@@ -127,7 +128,7 @@ def test_causal_weighting_acts_within_the_window():
     z = jnp.stack([jnp.linspace(0.5, 0.75, 64), jnp.linspace(-0.9, 0.9, 64)], axis=1)
     u = lambda zz: jnp.sin(3.0 * zz[:, 0]) * zz[:, 1] ** 2
     weights = jnp.ones(64)
-    losses, aux = loss_dict(problem, loss_spec(cfg, problem), u, z, weights, z[:4, 1:], z[:4])
+    losses, aux = loss_dict(problem, loss_from_params(cfg, problem), u, z, weights, z[:4, 1:], z[:4])
     r2 = jnp.square(problem.residual(u, z))
     within, w = balancing.causal_residual_loss(r2, z[:, 0], 0.5, 0.75, 4, 1.0, weights)
     whole, _ = balancing.causal_residual_loss(r2, z[:, 0], 0.0, 1.0, 4, 1.0, weights)

@@ -1,8 +1,9 @@
 """Quasi-Newton refinement on a fixed loss, run in blocks compiled once.
 
-The optimizers are optax transforms chained with the zoom line search: `lbfgs(cfg)` (optax's
-L-BFGS) and `ssbroyden(cfg, variant)` (dense BFGS / self-scaled BFGS / self-scaled Broyden,
-`pinn.optim.ssbroyden`); `refine_optimizer(cfg)` picks one from `cfg.method`.
+The optimizers are optax transforms chained with the zoom line search, built from plain
+hyperparameters: `lbfgs(memory_size, ...)` (optax's L-BFGS) and `ssbroyden(variant, ...)` (dense
+BFGS / self-scaled BFGS / self-scaled Broyden, `pinn.optim.ssbroyden`); `refine_optimizer(method,
+...)` picks one by name (`pinn.from_params.refine_optimizer_from_params` from params.yaml).
 
 `quasi_newton_runner(loss_fn, opt, block_size=...)` returns `QuasiNewtonRunner(init, block,
 reset_cache)`: `block(params, opt_state, *loss_args)` runs `block_size` iterations in one jitted
@@ -34,7 +35,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pinn.config import RefineConfig
 from pinn.optim.ssbroyden import (
     VARIANTS,
     ScaleByDenseQuasiNewtonState,
@@ -54,18 +54,23 @@ RESTARTED = 3  #: step rejected (no decrease or not finite): state restarted, pa
 STOPPED = 4  #: rejected right after a restart, or non-finite value/gradient: frozen for the block
 
 
-def lbfgs(cfg: RefineConfig) -> optax.GradientTransformationExtraArgs:
-    """optax L-BFGS (memory `cfg.memory_size`) with the zoom line search, first trial step 1."""
-    return optax.lbfgs(memory_size=cfg.memory_size, linesearch=zoom_linesearch(cfg))
+def lbfgs(memory_size: int = 20, *, max_linesearch_steps: int = 20) -> optax.GradientTransformationExtraArgs:
+    """optax L-BFGS (memory `memory_size`) with the zoom line search (at most
+    `max_linesearch_steps` loss evaluations per iteration), first trial step 1."""
+    return optax.lbfgs(memory_size=memory_size, linesearch=zoom_linesearch(max_linesearch_steps))
 
 
-def refine_optimizer(cfg: RefineConfig) -> optax.GradientTransformationExtraArgs:
-    """The refinement optimizer named by `cfg.method` ("lbfgs" | "bfgs" | "ssbfgs" | "ssbroyden")."""
-    if cfg.method == "lbfgs":
-        return lbfgs(cfg)
-    if cfg.method in VARIANTS:
-        return ssbroyden(cfg, cfg.method)
-    raise ValueError(f"refine.method = {cfg.method!r}: no optimizer (one of 'lbfgs', {', '.join(map(repr, VARIANTS))})")
+def refine_optimizer(method: str, *, memory_size: int = 20, max_linesearch_steps: int = 20
+                     ) -> optax.GradientTransformationExtraArgs:
+    """The refinement optimizer named by `method` ("lbfgs" | "bfgs" | "ssbfgs" | "ssbroyden"):
+    `lbfgs(memory_size, ...)` or `ssbroyden(method, ...)`; the defaults are params.yaml's
+    (`refine`). Raises `ValueError` for another name."""
+    if method == "lbfgs":
+        return lbfgs(memory_size, max_linesearch_steps=max_linesearch_steps)
+    if method in VARIANTS:
+        return ssbroyden(method, max_linesearch_steps=max_linesearch_steps)
+    raise ValueError(f"method = {method!r}: no refinement optimizer (one of 'lbfgs', "
+                     f"{', '.join(map(repr, VARIANTS))})")
 
 
 class QuasiNewtonBlockInfo(NamedTuple):
@@ -249,7 +254,7 @@ def quasi_newton_runner(loss_fn: LossFn, opt: optax.GradientTransformationExtraA
 
     Typical use (points changed between blocks, same shapes, no recompilation)::
 
-        qn = quasi_newton_runner(loss_fn, ssbroyden(cfg), block_size=cfg.block_size)
+        qn = quasi_newton_runner(loss_fn, ssbroyden("ssbroyden"), block_size=100)
         state = qn.init(params)
         for points in point_sets:
             state = qn.reset_cache(state, params, points)

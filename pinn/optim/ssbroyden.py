@@ -14,7 +14,7 @@ with (θ, φ, τ) from `self_scaled_coefficients`. Special cases: self-scaled BF
 `scale_by_dense_quasi_newton` is the direction transform, structured like `optax.scale_by_lbfgs`: its
 state stores the previous parameters, gradient and direction, and each `update(grad, state, params)`
 first updates H from the step just taken and then returns d = −H g. Chain it with a line search
-(`ssbroyden(cfg)` does, with optax's zoom line search, strong Wolfe c1 = 1e-4, c2 = 0.9).
+(`ssbroyden(variant)` does, with optax's zoom line search, strong Wolfe c1 = 1e-4, c2 = 0.9).
 
 Cost per update, H being the only O(n²) object: H is read for H y and for H g, and H₊ is written in
 one fused pass from O(n) factors (`InverseHessianUpdate`, two outer products; `apply_update`); H₊ g
@@ -33,7 +33,6 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
-from pinn.config import RefineConfig
 from pinn.errors import UserError
 
 Variant = Literal["bfgs", "ssbfgs", "ssbroyden"]
@@ -358,23 +357,23 @@ def check_dense_size(num_params: int, method: str, *, memory_bytes: Optional[int
         )
 
 
-def zoom_linesearch(cfg: RefineConfig) -> optax.GradientTransformationExtraArgs:
-    """optax's zoom line search (strong Wolfe, c1 = 1e-4, c2 = 0.9), first trial step 1."""
+def zoom_linesearch(max_linesearch_steps: int = 20) -> optax.GradientTransformationExtraArgs:
+    """optax's zoom line search (strong Wolfe, c1 = 1e-4, c2 = 0.9), first trial step 1, at most
+    `max_linesearch_steps` loss evaluations per iteration."""
     return optax.scale_by_zoom_linesearch(
-        max_linesearch_steps=cfg.max_linesearch_steps,
+        max_linesearch_steps=max_linesearch_steps,
         slope_rtol=WOLFE_C1,
         curv_rtol=WOLFE_C2,
         initial_guess_strategy="one",
     )
 
 
-def ssbroyden(cfg: RefineConfig, variant: Optional[Variant] = None) -> optax.GradientTransformationExtraArgs:
-    """Dense quasi-Newton (`variant`: "bfgs" | "ssbfgs" | "ssbroyden"; default `cfg.method` when it is
-    one of these, else "ssbroyden") chained with the zoom line search. Use with
-    `optax.value_and_grad_from_state` and `update(..., value=, grad=, value_fn=)`."""
-    if variant is None:
-        variant = cfg.method if cfg.method in VARIANTS else "ssbroyden"
+def ssbroyden(variant: Variant = "ssbroyden", *, max_linesearch_steps: int = 20
+              ) -> optax.GradientTransformationExtraArgs:
+    """Dense quasi-Newton (`variant`: "bfgs" | "ssbfgs" | "ssbroyden") chained with the zoom line
+    search (`zoom_linesearch(max_linesearch_steps)`). Use with `optax.value_and_grad_from_state`
+    and `update(..., value=, grad=, value_fn=)`."""
     return optax.chain(
         scale_by_dense_quasi_newton(variant),
-        zoom_linesearch(cfg),
+        zoom_linesearch(max_linesearch_steps),
     )

@@ -97,6 +97,8 @@ def main(
 
         state, _ = cascade.train_level(
             trainer, state, total, level=level, log_every=cfg.train.log_every, reference=ref,
+            max_divergence_retries=cfg.train.max_divergence_retries,
+            divergence_lr_factor=cfg.train.divergence_lr_factor,
             on_log=rows.append, on_chunk=on_chunk, progress=progress_wanted(quiet),
             # the hybrid switch ends the Adam phase: it applies where the refinement follows
             switch_loss_threshold=cfg.optimizer.switch_loss_threshold if level == names[-1] else None,

@@ -86,6 +86,8 @@ def main(
         state = trainer.init(start_params, window_seed(cfg, k))
         state, rows = cascade.train_level(
             trainer, state, settings.steps, level=window, log_every=cfg.train.log_every,
+            max_divergence_retries=cfg.train.max_divergence_retries,
+            divergence_lr_factor=cfg.train.divergence_lr_factor,
             reference=ref, progress=progress_wanted(quiet),
             switch_loss_threshold=cfg.optimizer.switch_loss_threshold,
         )
