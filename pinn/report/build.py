@@ -5,16 +5,13 @@ markdown sections (`pinn.report.markdown`) and draws the figures (`pinn.report.f
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from pinn import io
 from pinn.config import Params
 from pinn.report.canvas import _Skip
 from pinn.report.fig_fields import (
@@ -70,37 +67,15 @@ def write_report(
     the summary says so, and that the loss has no `ic` term).
 
     Everything is written into a temporary sibling directory (created like `mkdir`, so with the
-    usual permissions) which then replaces `out`.
+    usual permissions) which then replaces `out` (`pinn.io.atomic_dir`).
     """
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left behind by a killed report stage
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:12]}"
-    os.mkdir(tmp)  # mode 0o777 & ~umask, like the report directory a user would make
-    try:
+    with io.atomic_dir(out) as tmp:
         _build(inputs, tmp, title=title, dpi=dpi, snapshot_times=snapshot_times,
                problem=problem, refine_method=refine_method, refine_precision=refine_precision,
                sampling_method=sampling_method, appendix=appendix,
                hard_initial_condition=hard_initial_condition)
-        _swap_in(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out / REPORT_MD
-
-
-def _swap_in(new: Path, dest: Path) -> None:
-    """Replace the directory `dest` by `new` (two renames; `dest` is never partially written)."""
-    old = None
-    if dest.is_dir() and not dest.is_symlink():
-        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
-        os.rename(dest, old / dest.name)
-    elif dest.exists() or dest.is_symlink():
-        dest.unlink()
-    os.rename(new, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _build(inputs: ReportInputs, out: Path, *, title: str, dpi: int,
