@@ -621,3 +621,38 @@ def test_the_hard_initial_condition_is_stated(tmp_path, hard):
         assert "no `ic` loss term" in row
     else:
         assert "| initial condition |" not in md and "hard initial" not in md
+
+
+@pytest.mark.slow
+def test_a_windowed_pipeline_run_reports_every_window(tmp_path):
+    """The tiny pipeline with two time windows, every stage in-process (the report stage's own
+    command from dvc.yaml): the report has window1's phases, the totals include them, and each
+    window's rel L2 is evaluate's."""
+    import yaml
+
+    from pinn import pipeline
+
+    data = yaml.safe_load((Path(__file__).parents[1] / "benchmarks/regression/params.yaml")
+                          .read_text())
+    data["multilevel"] = {"num_levels": 1, "coarsening_factor": 0.5, "finest_warmup_steps": 0,
+                          "levels": {"level0": {"steps": 10, "init_from": "init"}}}
+    data["refine"]["iterations"] = 10
+    data["windows"] = {"count": 2, "later": {"window1": {"after": "window0", "steps": 20,
+                                                         "refine_iterations": 10}}}
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    project = pipeline.make_project(tmp_path / "p", params_file)
+    assert "report" in pipeline.run_in_process(project)
+    md = (project / "report" / "report.md").read_text()
+    metrics = json.loads((project / "metrics.json").read_text())
+    over = " (over the 2 time windows)"
+    assert summary_value(md, "Adam steps") == "30" + over
+    assert summary_value(md, "refinement iterations") == "20" + over
+    assert phase_row(md, "level0 (window0)")[0] == "10"
+    assert phase_row(md, "window1 (Adam)")[0] == "20"
+    assert phase_row(md, "refinement (lbfgs, window0)")[0] == "10"
+    # window1's refinement ends where evaluate measures window 1: the same network, its slab
+    logged = float(phase_row(md, "window1 refinement (lbfgs)")[2])
+    assert logged == pytest.approx(metrics["rel_l2_window1"], rel=1e-3)
+    assert summary_value(md, "rel L2 error, time window 1 (its times only)") == \
+        f"{metrics['rel_l2_window1']:.3e}"

@@ -102,9 +102,9 @@ def make_problem(name: str, **coefficients: Any) -> Problem:
     """
     if name not in PROBLEMS and ":" not in name:
         close = difflib.get_close_matches(name, PROBLEMS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"unknown problem {name!r}: must be one of {sorted(PROBLEMS)} "
-                         "or a target path/to/file.py:Class"
-                         + (f" (did you mean {close[0]!r}?)" if close else ""))
+                         f"or a target path/to/file.py:Class{hint}")
     cls = load_problem_class(name)
     allowed = cls.coefficient_names()
     unknown = sorted(set(coefficients) - set(allowed))
