@@ -66,10 +66,8 @@ import os
 import platform
 import re
 import shlex
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -1343,171 +1341,165 @@ def write_report(study: Study, project: Project, results: list[Result], out: str
     """`out/report.md` and its figures (`curves*.png`, `density*.png`, `weights*.png`): the mean
     and spread over seeds per variant and budget, rel L2 vs steps and wall-clock with seed bands,
     the sampling density and loss weights per variant where present, what DVC reused. The
-    directory is rebuilt (swapped in when complete)."""
+    directory is rebuilt (swapped in when complete: `pinn.io.atomic_dir`)."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    table = values(study, results)
-    summary = summarize(study, table)
-    used = reuse(results)
-    figures: list[Path] = []
-    spec = study.spec
-    ok = [r for r in results if r.status == "Success"]
-    md = [f"# {study.title}", ""]
-    if spec.description:
-        md += [spec.description.strip(), ""]
-    hw = meta["hardware"]
-    md += [
-        f"- **Study file**: `{meta['study_file']}`; DVC project `{project.root}`, baseline commit "
-        f"`{project.baseline[:10]}`; {len(results)} experiments "
-        f"({len(ok)} succeeded, {len(results) - len(ok)} failed).",
-        f"- **Seeds**: {', '.join(str(s) for s in spec.seeds)} (every variant, every case); "
-        + (f"each experiment reproduces `{spec.target}` and the stages it depends on."
-           if spec.target else "each experiment reproduces the whole pipeline."),
-        f"- **Hardware**: {hw['cpu']}, {hw['cores']} cores ({hw['machine']}); JAX {hw['jax']}; "
-        f"load average {meta['load_start']:.1f} at the start, {meta['load_end']:.1f} at the end "
-        f"(the machine may have been shared: wall-clock figures are inflated by the load).",
-        f"- **Date**: {meta['started']} to {meta['finished']} (UTC), {meta['wall_s'] / 60:.1f} min; "
-        + (f"{meta['jobs']} experiment(s) at a time (`dvc queue start --jobs {meta['jobs']}`); "
-           if not meta.get("pool") else
-           f"run by the Prefect workers of work pool `{meta['pool']}` "
-           f"({', '.join(f'`{w}`' for w in sorted({r.worker for r in results if r.worker}))}), "
-           f"sharing the DVC remote `{meta.get('remote', '')}`; ")
-        + ("persistent XLA cache shared between runs (wall-clock excludes most compilation after "
-           "a configuration's first run)." if spec.compile_cache else
-           "no XLA cache shared between runs: every run compiles its own code, and its "
-           "wall-clock includes that."),
-        "- **Results come from DVC**: final rel L2 is `metrics.json` as `dvc exp show --json` "
-        "reports it; the budgets read each run's curve from its histories in the experiment's "
-        "commit (`git show <commit>:data/train/<level>/history.csv`, "
-        "`data/refine/history.csv`).",
-        "",
-        "## rel L2 over seeds",
-        "",
-        "Each cell: mean [min–max] σ (sample standard deviation over seeds) of the rel L2 error "
-        "against the certified reference. **final**: at the end of the run, i.e. at the "
-        "variant's own steps (equal across variants unless the variant changes them); "
-        "**step N**: the value logged last at or before N optimisation steps (Adam steps, then "
-        "refinement iterations); **N s**: the value logged last at or before N seconds of "
-        "training wall-clock (each phase offset by the phases before it; compilation included). "
-        "A run that ended before a budget counts with its final value; n/a: nothing logged "
-        "yet; \"(n = k of N)\": only k of the N seeds had logged a value by that budget. The "
-        "lowest mean per column, among cells every seed reached, is in bold.",
-        "",
-    ]
-    labels = budget_labels(study)
-    for case in study.cases:
-        part = summary[summary["case"] == case]
-        if case:
-            md += [f"### {case}", ""]
-        steps = {}
-        for r in ok:
-            if r.run.case == case:
-                adam = sum(int(h["level_step"].iloc[-1]) for h in r.histories.values() if len(h))
-                qn = int(r.metrics.get("metrics.json", {}).get("refine_iterations", 0) or 0)
-                steps.setdefault(r.run.variant, set()).add(f"{adam}+{qn}" if qn else f"{adam}")
-        seeds = len(spec.seeds)
-        full = part[part["n"] >= seeds]  # the bold best: among cells every seed reached
-        best = {b: full[full["budget"] == b]["mean"].min() for b in labels}
-        rows = []
-        for variant in spec.variants:
-            vpart = part[part["variant"] == variant]
-            cells = []
-            for b in labels:
-                row = vpart[vpart["budget"] == b]
-                if row.empty:
-                    cells.append("failed")
-                    continue
-                text = _cell(row.iloc[0], seeds)
-                bold = row.iloc[0]["mean"] == best[b] and int(row.iloc[0]["n"]) >= seeds
-                cells.append(f"**{text}**" if bold else text)
-            n = int(vpart["n"].max()) if not vpart.empty else 0
-            rows.append([variant, ", ".join(sorted(steps.get(variant, {"-"}))), n] + cells)
-        md += _table(["variant", "steps (Adam+QN)", "seeds"] + labels, rows) + [""]
+    from pinn.io import atomic_dir
 
-        by_variant = {v: [r for r in ok if r.run.case == case and r.run.variant == v]
-                      for v in spec.variants}
-        by_variant = {v: rs for v, rs in by_variant.items() if rs}
-        suffix = f"-{case}" if case else ""
-        if by_variant:
-            path = build / f"curves{suffix}.png"
-            caption = _fig_curves(case, by_variant, path, dpi)
-            figures.append(out / path.name)
-            md += [f"![rel L2 curves{suffix}]({path.name})", "", caption, ""]
-        if any(_non_uniform(rs[0]) for rs in by_variant.values()):
-            samples = {v: s for v, rs in by_variant.items()
-                       if (s := load_samples(project, rs[0])) is not None}
-            if samples:
-                path = build / f"density{suffix}.png"
-                caption = _fig_density(case, samples, path, dpi)
+    with atomic_dir(out) as build:
+        table = values(study, results)
+        summary = summarize(study, table)
+        used = reuse(results)
+        figures: list[Path] = []
+        spec = study.spec
+        ok = [r for r in results if r.status == "Success"]
+        md = [f"# {study.title}", ""]
+        if spec.description:
+            md += [spec.description.strip(), ""]
+        hw = meta["hardware"]
+        md += [
+            f"- **Study file**: `{meta['study_file']}`; DVC project `{project.root}`, baseline commit "
+            f"`{project.baseline[:10]}`; {len(results)} experiments "
+            f"({len(ok)} succeeded, {len(results) - len(ok)} failed).",
+            f"- **Seeds**: {', '.join(str(s) for s in spec.seeds)} (every variant, every case); "
+            + (f"each experiment reproduces `{spec.target}` and the stages it depends on."
+               if spec.target else "each experiment reproduces the whole pipeline."),
+            f"- **Hardware**: {hw['cpu']}, {hw['cores']} cores ({hw['machine']}); JAX {hw['jax']}; "
+            f"load average {meta['load_start']:.1f} at the start, {meta['load_end']:.1f} at the end "
+            f"(the machine may have been shared: wall-clock figures are inflated by the load).",
+            f"- **Date**: {meta['started']} to {meta['finished']} (UTC), {meta['wall_s'] / 60:.1f} min; "
+            + (f"{meta['jobs']} experiment(s) at a time (`dvc queue start --jobs {meta['jobs']}`); "
+               if not meta.get("pool") else
+               f"run by the Prefect workers of work pool `{meta['pool']}` "
+               f"({', '.join(f'`{w}`' for w in sorted({r.worker for r in results if r.worker}))}), "
+               f"sharing the DVC remote `{meta.get('remote', '')}`; ")
+            + ("persistent XLA cache shared between runs (wall-clock excludes most compilation after "
+               "a configuration's first run)." if spec.compile_cache else
+               "no XLA cache shared between runs: every run compiles its own code, and its "
+               "wall-clock includes that."),
+            "- **Results come from DVC**: final rel L2 is `metrics.json` as `dvc exp show --json` "
+            "reports it; the budgets read each run's curve from its histories in the experiment's "
+            "commit (`git show <commit>:data/train/<level>/history.csv`, "
+            "`data/refine/history.csv`).",
+            "",
+            "## rel L2 over seeds",
+            "",
+            "Each cell: mean [min–max] σ (sample standard deviation over seeds) of the rel L2 error "
+            "against the certified reference. **final**: at the end of the run, i.e. at the "
+            "variant's own steps (equal across variants unless the variant changes them); "
+            "**step N**: the value logged last at or before N optimisation steps (Adam steps, then "
+            "refinement iterations); **N s**: the value logged last at or before N seconds of "
+            "training wall-clock (each phase offset by the phases before it; compilation included). "
+            "A run that ended before a budget counts with its final value; n/a: nothing logged "
+            "yet; \"(n = k of N)\": only k of the N seeds had logged a value by that budget. The "
+            "lowest mean per column, among cells every seed reached, is in bold.",
+            "",
+        ]
+        labels = budget_labels(study)
+        for case in study.cases:
+            part = summary[summary["case"] == case]
+            if case:
+                md += [f"### {case}", ""]
+            steps = {}
+            for r in ok:
+                if r.run.case == case:
+                    adam = sum(int(h["level_step"].iloc[-1]) for h in r.histories.values() if len(h))
+                    qn = int(r.metrics.get("metrics.json", {}).get("refine_iterations", 0) or 0)
+                    steps.setdefault(r.run.variant, set()).add(f"{adam}+{qn}" if qn else f"{adam}")
+            seeds = len(spec.seeds)
+            full = part[part["n"] >= seeds]  # the bold best: among cells every seed reached
+            best = {b: full[full["budget"] == b]["mean"].min() for b in labels}
+            rows = []
+            for variant in spec.variants:
+                vpart = part[part["variant"] == variant]
+                cells = []
+                for b in labels:
+                    row = vpart[vpart["budget"] == b]
+                    if row.empty:
+                        cells.append("failed")
+                        continue
+                    text = _cell(row.iloc[0], seeds)
+                    bold = row.iloc[0]["mean"] == best[b] and int(row.iloc[0]["n"]) >= seeds
+                    cells.append(f"**{text}**" if bold else text)
+                n = int(vpart["n"].max()) if not vpart.empty else 0
+                rows.append([variant, ", ".join(sorted(steps.get(variant, {"-"}))), n] + cells)
+            md += _table(["variant", "steps (Adam+QN)", "seeds"] + labels, rows) + [""]
+
+            by_variant = {v: [r for r in ok if r.run.case == case and r.run.variant == v]
+                          for v in spec.variants}
+            by_variant = {v: rs for v, rs in by_variant.items() if rs}
+            suffix = f"-{case}" if case else ""
+            if by_variant:
+                path = build / f"curves{suffix}.png"
+                caption = _fig_curves(case, by_variant, path, dpi)
                 figures.append(out / path.name)
-                md += [f"![sampling density{suffix}]({path.name})", "", caption, ""]
-        weighted = {v: rs for v, rs in by_variant.items() if any(_varying_weights(r) for r in rs)}
-        if weighted:
-            path = build / f"weights{suffix}.png"
-            caption = _fig_weights(case, weighted, path, dpi)
-            figures.append(out / path.name)
-            md += [f"![loss weights{suffix}]({path.name})", "", caption, ""]
+                md += [f"![rel L2 curves{suffix}]({path.name})", "", caption, ""]
+            if any(_non_uniform(rs[0]) for rs in by_variant.values()):
+                samples = {v: s for v, rs in by_variant.items()
+                           if (s := load_samples(project, rs[0])) is not None}
+                if samples:
+                    path = build / f"density{suffix}.png"
+                    caption = _fig_density(case, samples, path, dpi)
+                    figures.append(out / path.name)
+                    md += [f"![sampling density{suffix}]({path.name})", "", caption, ""]
+            weighted = {v: rs for v, rs in by_variant.items() if any(_varying_weights(r) for r in rs)}
+            if weighted:
+                path = build / f"weights{suffix}.png"
+                caption = _fig_weights(case, weighted, path, dpi)
+                figures.append(out / path.name)
+                md += [f"![loss weights{suffix}]({path.name})", "", caption, ""]
 
-    total = used.ran + used.reused
-    pooled = any(r.worker for r in results)
-    md += ["## What DVC reused", "",
-           f"{used.reused} of {total} stage runs were reused "
-           f"({100.0 * used.reused / total if total else 0:.0f}%: restored from DVC's run cache or "
-           f"unchanged), {used.ran} ran (the params gate, which runs in every experiment, is not "
-           "counted). Compute saved: the reused training and refinement stages had taken "
-           f"{used.saved_s:.0f} s of recorded wall-clock when they ran (the training that did run "
-           f"took {used.spent_s:.0f} s); the reused reference, collocation, init, evaluate and "
-           "report stages are counted but not timed, so this is a lower bound. Source: "
-           + ("`dvc queue logs <experiment>`" if not pooled else
-              "each worker's `dvc exp run --pull` output") +
-           " (\"Running stage\", \"is cached - skipping run\", \"didn't change, skipping\").",
-           ""]
-    if pooled:
-        md += [f"{used.across} of the restored stage runs were restored on a worker that did "
-               "not run them: another machine ran the stage and pushed it (`dvc push "
-               "--run-cache`), and this one took it from the shared DVC remote's run cache (`dvc "
-               "exp run --pull`). A stage run is its entry in the experiments' `dvc.lock`.", ""]
-    md += _table(["stage", "ran", "restored from run cache", "unchanged"]
-                 + (["restored from another worker"] if pooled else []),
-                 [[s, c[RAN], c[RESTORED], c[UNCHANGED]]
-                  + ([used.across_workers.get(s, 0)] if pooled else [])
-                  for s, c in used.per_stage.items()])
-    md += ["", "## Experiments", "",
-           "Every run as DVC has it (`dvc exp show` in the project; `git show <commit>:<path>` for "
-           "its files).", ""]
-    rows = []
-    for r in results:
-        outcome = r.outcomes
-        counted = [s for s in outcome if s != GATE_STAGE]
-        ran = sum(outcome[s] == RAN for s in counted)
-        rows.append([f"`{r.run.name}`", r.run.case or "-", r.run.variant, r.run.seed,
-                     f"`{r.rev[:7]}`" if r.rev else "-",
-                     _fmt(r.final_rel_l2) if r.status == "Success" else f"failed: {r.error}",
-                     f"{r.curve[-1]['wall_s']:.1f}" if r.curve else "-",
-                     f"{ran} / {len(counted) - ran}"] + ([r.worker or "-"] if pooled else []))
-    md += _table(["experiment", "case", "variant", "seed", "commit", "final rel L2",
-                  "training wall-clock [s]", "stages ran / reused"]
-                 + (["worker"] if pooled else []), rows)
-    md += ["", "Overrides per variant (`dvc exp run -S`, on top of the base params):", ""]
-    for case in study.cases:
-        for variant, ov in spec.variants.items():
-            combined = _combine(spec.cases.get(case, {}), ov)
-            shown = ", ".join(f"`{k}={json.dumps(v)}`" for k, v in combined) or "(the base params)"
-            md += [f"- {case + ' / ' if case else ''}{variant}: {shown}"]
-    md += [""]
-    markdown = "\n".join(md)
-    (build / "report.md").write_text(markdown)
-    table.to_csv(build / "values.csv", index=False)
-    summary.to_csv(build / "summary.csv", index=False)
-    write_study_meta(study, build, meta)
-    os.chmod(build, 0o777 & ~_umask())
-    old = out.with_name(f".{out.name}.old")
-    if out.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.rename(out, old)
-    os.rename(build, out)
-    shutil.rmtree(old, ignore_errors=True)
+        total = used.ran + used.reused
+        pooled = any(r.worker for r in results)
+        md += ["## What DVC reused", "",
+               f"{used.reused} of {total} stage runs were reused "
+               f"({100.0 * used.reused / total if total else 0:.0f}%: restored from DVC's run cache or "
+               f"unchanged), {used.ran} ran (the params gate, which runs in every experiment, is not "
+               "counted). Compute saved: the reused training and refinement stages had taken "
+               f"{used.saved_s:.0f} s of recorded wall-clock when they ran (the training that did run "
+               f"took {used.spent_s:.0f} s); the reused reference, collocation, init, evaluate and "
+               "report stages are counted but not timed, so this is a lower bound. Source: "
+               + ("`dvc queue logs <experiment>`" if not pooled else
+                  "each worker's `dvc exp run --pull` output") +
+               " (\"Running stage\", \"is cached - skipping run\", \"didn't change, skipping\").",
+               ""]
+        if pooled:
+            md += [f"{used.across} of the restored stage runs were restored on a worker that did "
+                   "not run them: another machine ran the stage and pushed it (`dvc push "
+                   "--run-cache`), and this one took it from the shared DVC remote's run cache (`dvc "
+                   "exp run --pull`). A stage run is its entry in the experiments' `dvc.lock`.", ""]
+        md += _table(["stage", "ran", "restored from run cache", "unchanged"]
+                     + (["restored from another worker"] if pooled else []),
+                     [[s, c[RAN], c[RESTORED], c[UNCHANGED]]
+                      + ([used.across_workers.get(s, 0)] if pooled else [])
+                      for s, c in used.per_stage.items()])
+        md += ["", "## Experiments", "",
+               "Every run as DVC has it (`dvc exp show` in the project; `git show <commit>:<path>` for "
+               "its files).", ""]
+        rows = []
+        for r in results:
+            outcome = r.outcomes
+            counted = [s for s in outcome if s != GATE_STAGE]
+            ran = sum(outcome[s] == RAN for s in counted)
+            rows.append([f"`{r.run.name}`", r.run.case or "-", r.run.variant, r.run.seed,
+                         f"`{r.rev[:7]}`" if r.rev else "-",
+                         _fmt(r.final_rel_l2) if r.status == "Success" else f"failed: {r.error}",
+                         f"{r.curve[-1]['wall_s']:.1f}" if r.curve else "-",
+                         f"{ran} / {len(counted) - ran}"] + ([r.worker or "-"] if pooled else []))
+        md += _table(["experiment", "case", "variant", "seed", "commit", "final rel L2",
+                      "training wall-clock [s]", "stages ran / reused"]
+                     + (["worker"] if pooled else []), rows)
+        md += ["", "Overrides per variant (`dvc exp run -S`, on top of the base params):", ""]
+        for case in study.cases:
+            for variant, ov in spec.variants.items():
+                combined = _combine(spec.cases.get(case, {}), ov)
+                shown = ", ".join(f"`{k}={json.dumps(v)}`" for k, v in combined) or "(the base params)"
+                md += [f"- {case + ' / ' if case else ''}{variant}: {shown}"]
+        md += [""]
+        markdown = "\n".join(md)
+        (build / "report.md").write_text(markdown)
+        table.to_csv(build / "values.csv", index=False)
+        summary.to_csv(build / "summary.csv", index=False)
+        write_study_meta(study, build, meta)
     return StudyReport(study.name, out, markdown, figures, table, summary, results, used, meta)
 
 
@@ -1533,12 +1525,6 @@ def write_study_meta(study: Study, out: str | Path, meta: Mapping[str, Any]) -> 
         "seeds": list(study.spec.seeds), "variants": list(study.spec.variants),
         "cases": cases, "target": study.spec.target})
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def default_out(study: Study) -> Path:

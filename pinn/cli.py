@@ -11,7 +11,7 @@ Set PINN_DEBUG=1 to see tracebacks of user errors too.
 
 from __future__ import annotations
 
-from enum import Enum
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -20,14 +20,17 @@ import typer
 from pinn.config import BUILTIN_PROBLEMS
 from pinn.errors import one_line_errors
 
+#: this package's import name: no project directory may be named so (`pinn run --workdir`): a
+#: directory `pinn/` without `__init__.py` is a namespace package to Python started next to it, and
+#: `import pinn` finds it before an editable install's package (setuptools' editable finder comes
+#: after the path finder), so `pinn.Problem` & co. would be missing there
+PACKAGE = "pinn"
+
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     help="PINN training pipeline.",
 )
 
-
-#: the built-in problems (`pinn reference NAME` also takes a target path/to/file.py:Class)
-ProblemName = Enum("ProblemName", {name: name for name in BUILTIN_PROBLEMS}, type=str)
 
 
 def _load(params: Path):
@@ -114,12 +117,19 @@ def run(
     project's params.yaml is left untouched.
     """
     from pinn import pipeline
+    from pinn.errors import UserError
 
     _check(params, pipeline.source_root() / "dvc.yaml")
     root = Path(".")
     if workdir is not None or params.absolute() != Path("params.yaml").absolute():
         default = params.stem if params.stem != "params" else params.parent.name  # examples/x/params.yaml
-        root = pipeline.make_project(workdir or Path("runs") / default, params)
+        project = workdir or Path("runs") / default
+        if Path(os.path.abspath(project)).name == PACKAGE:
+            raise UserError(f"--workdir {project}: a project directory named {PACKAGE!r} would "
+                            f"shadow the {PACKAGE} package for Python started in its parent "
+                            "directory (an editable install is found after such a directory); "
+                            "choose another name")
+        root = pipeline.make_project(project, params)
         typer.echo(f"running {params} in {root}")
     rc = pipeline.repro(root, force=force)
     if rc != 0:

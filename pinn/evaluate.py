@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pinn.reference.solution import rel_l2
+
 
 @dataclass(frozen=True)
 class Accuracy:
@@ -104,8 +106,8 @@ def accuracy_of_fields(pred: np.ndarray, reference, fields: Sequence[str] = ("u"
     per_field = {name: accuracy_of_prediction(pred[..., fields.index(name)], values)
                  for name, values in refs.items()}
     errors = np.concatenate([a.error.ravel() for a in per_field.values()])
-    denom = float(np.linalg.norm(np.concatenate([v.ravel() for v in refs.values()])))
-    rel = float(np.linalg.norm(errors) / denom) if denom > 0 else float("nan")
+    rel = rel_l2(np.concatenate([a.prediction.ravel() for a in per_field.values()]),
+                 np.concatenate([v.ravel() for v in refs.values()]), zero_reference=math.nan)
     max_abs = float(np.max(np.abs(errors))) if errors.size else float("nan")
     first = per_field[fields[0]]
     return Accuracy(rel_l2=rel, max_abs=max_abs, prediction=first.prediction, error=first.error,
@@ -114,7 +116,6 @@ def accuracy_of_fields(pred: np.ndarray, reference, fields: Sequence[str] = ("u"
 
 def accuracy_of_prediction(pred: np.ndarray, ref_u: np.ndarray) -> Accuracy:
     err = pred - ref_u
-    denom = float(np.linalg.norm(ref_u.ravel()))
-    rel = float(np.linalg.norm(err.ravel()) / denom) if denom > 0 else float("nan")
+    rel = rel_l2(pred, ref_u, zero_reference=math.nan)
     max_abs = float(np.max(np.abs(err))) if err.size else float("nan")
     return Accuracy(rel_l2=rel, max_abs=max_abs, prediction=pred, error=err)

@@ -1,7 +1,8 @@
 """Atomic, data-only file I/O: a killed stage never leaves a half-written file behind.
 
 Every writer writes to a temporary file in the destination directory and `os.replace`s it into
-place (atomic on POSIX). Pytrees are stored as `.npz` of their leaves keyed by their paths, and read
+place (atomic on POSIX); a directory written whole (a report) is built next to its destination and
+renamed into place (`atomic_dir`). Pytrees are stored as `.npz` of their leaves keyed by their paths, and read
 back with `allow_pickle=False` into a template of the same structure.
 """
 
@@ -11,7 +12,9 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import tempfile
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -36,6 +39,34 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a new empty directory next to `path` (a hidden sibling, created like `mkdir`: mode
+    `0o777 & ~umask`, not a private temporary directory's); on success it replaces the directory
+    (or file) `path` whole — two renames, so `path` is never partly written — else it is deleted.
+    Siblings left behind by a killed process are removed first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
+    os.mkdir(tmp)
+    try:
+        yield tmp
+        old = None
+        if path.is_dir() and not path.is_symlink():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            os.rename(path, old / path.name)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        os.rename(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -281,14 +281,14 @@ def tiny_project(tmp_path, pipeline_env) -> Path:
 def figures(monkeypatch) -> dict:
     """{png name: matplotlib Figure} of every figure the report (`pinn.report`) saves while the
     test runs."""
-    from pinn import report
+    from pinn.report import canvas
 
     saved = {}
-    real = report._save
+    real = canvas._save
 
     def capture(fig, path, dpi):
         saved[Path(path).name] = fig
         real(fig, path, dpi)
 
-    monkeypatch.setattr(report, "_save", capture)
+    monkeypatch.setattr(canvas, "_save", capture)
     return saved

@@ -289,3 +289,40 @@ def test_malformed_params_through_the_prefect_flow(dvc_project, pipeline_environ
     assert state.is_failed()
     assert_one_line_error(state.message, state.message, pattern, lines)
     assert snapshot(dvc_project) == before
+
+
+def test_a_project_directory_named_pinn_is_refused(tmp_path):
+    """`pinn run --workdir pinn` would make a directory `pinn/` that Python started next to it
+    imports as the `pinn` package (a namespace package found before an editable install): the
+    command refuses it in one line, before making anything."""
+    from typer.testing import CliRunner
+
+    from pinn.cli import app
+
+    params = tmp_path / "tiny.yaml"
+    params.write_text(VALID_TEXT)
+    for workdir in (tmp_path / "pinn", tmp_path / "pinn" / "sub" / ".."):
+        result = CliRunner().invoke(app, ["run", "--params", str(params), "--workdir",
+                                          str(workdir)])
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert lines[0].startswith(f"error: --workdir {workdir}: a project directory named 'pinn'")
+    assert not (tmp_path / "pinn").exists()
+
+
+def test_what_the_refusal_prevents(tmp_path):
+    """Why: with this checkout installed in editable mode, a directory `pinn/` (no __init__.py)
+    in the working directory hides the package's own `pinn/__init__.py` from `python -c`."""
+    import subprocess
+    import sys
+
+    import json
+    from importlib.metadata import distribution
+
+    direct = json.loads(distribution("pinn").read_text("direct_url.json") or "{}")
+    if not direct.get("dir_info", {}).get("editable"):
+        pytest.skip("the pinn package is not an editable install")
+    (tmp_path / "pinn").mkdir()
+    proc = subprocess.run([sys.executable, "-c", "import pinn; print(pinn.__file__)"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "None", proc.stdout + proc.stderr

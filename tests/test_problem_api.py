@@ -414,3 +414,21 @@ def test_pinn_reference_takes_a_users_problem_and_its_coefficients(tmp_path):
         assert len(result.output.strip().splitlines()) == 1 and not bad.exists()
     result = CliRunner().invoke(app, ["reference", "kdv", "--out", str(tmp_path / "k.npz")])
     assert result.exit_code == 2 and "unknown problem 'kdv'" in result.output
+
+
+def test_a_misspelt_builtin_name_gets_a_suggestion(tmp_path):
+    """`pinn reference burgers1d`: one line naming the closest built-in; none when nothing is
+    close."""
+    from typer.testing import CliRunner
+
+    from pinn.cli import app
+
+    out = tmp_path / "r.npz"
+    result = CliRunner().invoke(app, ["reference", "burgers1d", "--out", str(out)])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "unknown problem 'burgers1d'" in lines[0]
+    assert lines[0].endswith("(did you mean 'burgers_1d'?)")
+    assert not out.exists()
+    result = CliRunner().invoke(app, ["reference", "navier_stokes", "--out", str(out)])
+    assert result.exit_code == 2 and "did you mean" not in result.output

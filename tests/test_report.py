@@ -514,3 +514,145 @@ def test_time_windows_get_a_row_each_not_a_field_row(tmp_path):
     assert summary_value(md, "rel L2 error, time window 0 (its times only)") == "1.000e-02"
     assert summary_value(md, "rel L2 error, time window 1 (its times only)") == "5.000e-02"
     assert "field window" not in md and "rel_l2_window" not in md
+
+
+def windowed_params(**model):
+    """`params()` with three time-marching windows (window1, window2 after window0)."""
+    return validate_params({
+        "problem": {"name": "allen_cahn_1d"},
+        "sampling": {"method": "hard_bank"},
+        "multilevel": {"num_levels": 2, "levels": LEVELS},
+        "report": {"title": "Synthetic run", "dpi": DPI},
+        "model": model,
+        "windows": {"count": 3, "later": {
+            "window1": {"after": "window0", "steps": 400, "refine_iterations": 200},
+            "window2": {"after": "window1", "steps": 300, "refine_iterations": 0}}},
+    })
+
+
+def make_windowed_run(root: Path) -> None:
+    """`make_run` plus the logs of two later windows (window1: Adam then a refinement; window2:
+    Adam only, its refine.csv a header) as the window stage writes them, and evaluate's
+    per-window errors."""
+    make_run(root)
+    metrics = json.loads((root / "metrics.json").read_text())
+    metrics.update(rel_l2_window0=1e-4, rel_l2_window1=2e-3, rel_l2_window2=3e-2)
+    (root / "metrics.json").write_text(json.dumps(metrics))
+    for window, steps, wall in (("window1", 400, 8.0), ("window2", 300, 6.0)):
+        logs = root / "data/window_logs" / window
+        logs.mkdir(parents=True)
+        h = history(window, 0, steps, wall, sampler=True)
+        h["rel_l2"] = np.geomspace(0.5, 7e-3 if window == "window1" else 3e-2, len(h))
+        h.to_csv(logs / "history.csv", index=False)
+    r = refine_history(200, 100)
+    r["rel_l2"] = [3e-3, 2e-3]
+    r.to_csv(root / "data/window_logs/window1/refine.csv", index=False)
+    (root / "data/window_logs/window2/refine.csv").write_text(
+        "iteration,loss,rel_l2,wall_s,method\n")
+
+
+def phase_row(md: str, phase: str) -> list[str]:
+    m = re.search(rf"^\| {re.escape(phase)} \| (.*) \|$", md, flags=re.M)
+    assert m, f"no phase row {phase!r}"
+    return m.group(1).split(" | ")
+
+
+def test_the_report_covers_every_time_window(tmp_path, figures):
+    """Time-marching windows: every window's phases get a row and a curve, the totals are over
+    all windows, and each phase's rel L2 is labelled as its window's slab error."""
+    make_windowed_run(tmp_path)
+    md = report.stage_report(windowed_params(), tmp_path).read_text()
+    over = " (over the 3 time windows)"
+    assert summary_value(md, "Adam steps") == "3700" + over  # 1000 + 2000 + 400 + 300
+    assert summary_value(md, "refinement iterations") == "700" + over  # 500 + 200 (+ 0)
+    assert summary_value(md, "total steps + iterations") == "4400" + over
+    assert summary_value(md, "total wall time") == "54.0 s" + over  # 30 + 5 + 8 + 5 + 6
+    assert "| phase | steps / iterations | final loss | final rel L2 (its window's slab) |" in md
+    assert phase_row(md, "level1 (window0)")[:3] == ["2000", "1.000e-03", "1.000e-02"]
+    assert phase_row(md, "refinement (lbfgs, window0)")[:3] == ["500", "1.000e-09", "1.000e-04"]
+    assert phase_row(md, "window1 (Adam)")[:3] == ["400", "1.000e-03", "7.000e-03"]
+    assert phase_row(md, "window1 refinement (lbfgs)")[:3] == ["200", "1.000e-09", "2.000e-03"]
+    assert phase_row(md, "window2 (Adam)")[:3] == ["300", "1.000e-03", "3.000e-02"]
+    assert "window2 refinement" not in md  # no iterations: no row
+
+    conv = figures["convergence.png"]
+    adam_ax, refine_ax, error_ax = plot_axes(conv)[:3]
+    labels = [line.get_label() for line in error_ax.get_lines() if not line.get_label().startswith("_")]
+    assert labels == ["level0", "level1", "refinement (window0)", "window1",
+                      "window1 refinement", "window2"]
+    assert "window's slab" in error_ax.get_ylabel()
+    # the later windows follow on the step axis: window1 after window 0's 3000 + 500
+    window1 = next(line for line in error_ax.get_lines() if line.get_label() == "window1")
+    np.testing.assert_array_equal(window1.get_xdata(), 3500 + np.arange(100, 401, 100))
+    window2 = next(line for line in error_ax.get_lines() if line.get_label() == "window2")
+    assert window2.get_xdata()[0] == 3500 + 400 + 200 + 100
+    assert [line.get_label() for line in refine_ax.get_lines()] == [
+        "refinement (window0)", "window1 refinement"]
+    assert {line.get_label() for line in adam_ax.get_lines()} >= {"window1", "window2"}
+    # the wall-clock axis runs on through the windows
+    wall = plot_axes(figures["error_vs_time.png"])[0]
+    last = next(line for line in wall.get_lines() if line.get_label() == "window2")
+    assert last.get_xdata()[-1] == pytest.approx(54.0)
+
+
+def test_a_missing_window_log_is_noted(tmp_path):
+    make_windowed_run(tmp_path)
+    (tmp_path / "data/window_logs/window2/history.csv").unlink()
+    md = report.stage_report(windowed_params(), tmp_path).read_text()
+    assert ("*Not available: `data/window_logs/window2/history.csv` not found; window `window2`'s "
+            "Adam phase is not shown.*") in md
+    assert summary_value(md, "Adam steps") == "3400 (over the 3 time windows)"
+
+
+@pytest.mark.parametrize("hard", [True, False])
+def test_the_hard_initial_condition_is_stated(tmp_path, hard):
+    """`model.hard_initial_condition`: the network imposes u(t0) (u = u0 + (t − t0)·N), so the
+    loss has no `ic` term; the summary says so, and only then."""
+    make_run(tmp_path)
+    cfg = validate_params({
+        "problem": {"name": "allen_cahn_1d"}, "sampling": {"method": "hard_bank"},
+        "multilevel": {"num_levels": 2, "levels": LEVELS},
+        "report": {"title": "Synthetic run", "dpi": DPI},
+        "model": {"hard_initial_condition": hard}})
+    md = report.stage_report(cfg, tmp_path).read_text()
+    if hard:
+        row = summary_value(md, "initial condition")
+        assert "hard initial condition u = u0 + (t − t0)·N" in row
+        assert "no `ic` loss term" in row
+    else:
+        assert "| initial condition |" not in md and "hard initial" not in md
+
+
+@pytest.mark.slow
+def test_a_windowed_pipeline_run_reports_every_window(tmp_path):
+    """The tiny pipeline with two time windows, every stage in-process (the report stage's own
+    command from dvc.yaml): the report has window1's phases, the totals include them, and each
+    window's rel L2 is evaluate's."""
+    import yaml
+
+    from pinn import pipeline
+
+    data = yaml.safe_load((Path(__file__).parents[1] / "benchmarks/regression/params.yaml")
+                          .read_text())
+    data["multilevel"] = {"num_levels": 1, "coarsening_factor": 0.5, "finest_warmup_steps": 0,
+                          "levels": {"level0": {"steps": 10, "init_from": "init"}}}
+    data["refine"]["iterations"] = 10
+    data["windows"] = {"count": 2, "later": {"window1": {"after": "window0", "steps": 20,
+                                                         "refine_iterations": 10}}}
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    project = pipeline.make_project(tmp_path / "p", params_file)
+    assert "report" in pipeline.run_in_process(project)
+    md = (project / "report" / "report.md").read_text()
+    metrics = json.loads((project / "metrics.json").read_text())
+    over = " (over the 2 time windows)"
+    assert summary_value(md, "Adam steps") == "30" + over
+    assert summary_value(md, "refinement iterations") == "20" + over
+    assert phase_row(md, "level0 (window0)")[0] == "10"
+    assert phase_row(md, "window1 (Adam)")[0] == "20"
+    assert phase_row(md, "refinement (lbfgs, window0)")[0] == "10"
+    # window1's refinement ends where evaluate measures window 1: the same network, its slab
+    logged = float(phase_row(md, "window1 refinement (lbfgs)")[2])
+    assert logged == pytest.approx(metrics["rel_l2_window1"], rel=1e-3)
+    assert summary_value(md, "rel L2 error, time window 1 (its times only)") == \
+        f"{metrics['rel_l2_window1']:.3e}"

@@ -7,6 +7,7 @@ relative to the project root, where dvc.yaml is) or `package.module:Class`.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib
 import importlib.util
@@ -95,12 +96,15 @@ def make_problem(name: str, **coefficients: Any) -> Problem:
     """Instantiate problem `name` (a built-in alias or a target) with PDE `coefficients` (unset
     ones keep their defaults).
 
-    Raises `ValueError` naming an unknown problem or coefficient and listing the allowed ones, or a
-    coefficient outside the problem's `coefficient_bounds`.
+    Raises `ValueError` naming an unknown problem or coefficient and listing the allowed ones (with
+    the closest built-in name for a misspelt one), or a coefficient outside the problem's
+    `coefficient_bounds`.
     """
     if name not in PROBLEMS and ":" not in name:
+        close = difflib.get_close_matches(name, PROBLEMS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"unknown problem {name!r}: must be one of {sorted(PROBLEMS)} "
-                         "or a target path/to/file.py:Class")
+                         f"or a target path/to/file.py:Class{hint}")
     cls = load_problem_class(name)
     allowed = cls.coefficient_names()
     unknown = sorted(set(coefficients) - set(allowed))

@@ -34,7 +34,7 @@ import numpy as np
 from numpy.polynomial.hermite import hermgauss
 from tqdm.auto import tqdm
 
-from pinn.reference.solution import Reference, rel_l2
+from pinn.reference.solution import Reference, by_doubling
 
 BURGERS_DEFAULT_NODES = 128
 _CHUNK_ELEMENTS = 2**21
@@ -158,19 +158,15 @@ def burgers_1d(
     x_out = np.linspace(-1.0, 1.0, 512) if x is None else np.asarray(x, dtype=np.float64)
     if nodes < 2:
         raise ValueError(f"nodes must be >= 2, got {nodes}")
-    coarse = cole_hopf(
-        viscosity, t_out, x_out, nodes, progress=progress, desc=f"burgers_1d nodes={nodes}"
-    )
-    fine = cole_hopf(
-        viscosity, t_out, x_out, 2 * nodes, progress=progress,
-        desc=f"burgers_1d nodes={2 * nodes}",
-    )
+    fine, _, est = by_doubling(lambda r: (cole_hopf(
+        viscosity, t_out, x_out, r * nodes, progress=progress,
+        desc=f"burgers_1d nodes={r * nodes}"), None))
     return Reference(
         t=t_out,
         x=x_out,
         y=None,
         u=fine,
-        est_rel_error=rel_l2(coarse, fine),
+        est_rel_error=est,
         meta={
             "viscosity": float(viscosity),
             "nodes": 2 * nodes,

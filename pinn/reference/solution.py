@@ -26,7 +26,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -38,9 +38,13 @@ FIELD_PREFIX = "field_"
 _STRINGS = ("columns", "source")
 
 
-def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
-    """Relative L2 difference `||a - b||_2 / ||b||_2` over all entries (`b` is the reference;
-    `0/0` is taken as 0, `x/0` as inf)."""
+def rel_l2(a: np.ndarray, b: np.ndarray, *, zero_reference: float | None = None) -> float:
+    """Relative L2 difference `||a - b||_2 / ||b||_2` over all entries, in float64 (`b` is the
+    reference). Where `||b|| = 0`: `zero_reference` when given (evaluate: NaN, no relative error),
+    else `0/0` is taken as 0 and `x/0` as inf. Raises `ValueError` when the shapes differ.
+
+    The one relative L2 of the package: the reference solvers' self-check (`by_doubling`), the
+    evaluation of a network against the reference (`pinn.evaluate`)."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
@@ -48,8 +52,21 @@ def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
     num = float(np.linalg.norm((a - b).ravel()))
     den = float(np.linalg.norm(b.ravel()))
     if den == 0.0:
+        if zero_reference is not None:
+            return zero_reference
         return 0.0 if num == 0.0 else math.inf
     return num / den
+
+
+def by_doubling(solve: Callable[[int], tuple[np.ndarray, Any]]) -> tuple[np.ndarray, Any, float]:
+    """How every built-in reference solver certifies itself: `solve(1)` at the stated resolution,
+    `solve(2)` at the doubled one (`solve(r)` scales its own resolution: `r·modes` and `dt/r`, or
+    `r·nodes`), each returning `(u, extra)`. Returns the finer `u`, its `extra` (e.g. the number
+    of steps taken) and `rel_l2(coarse, fine)`, the finer solution's estimated relative error
+    (`est_rel_error`)."""
+    coarse, _ = solve(1)
+    fine, extra = solve(2)
+    return fine, extra, rel_l2(coarse, fine)
 
 
 def _as_axis(name: str, value: Any) -> np.ndarray:

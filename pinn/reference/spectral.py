@@ -70,7 +70,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from pinn.reference.solution import Reference, rel_l2
+from pinn.reference.solution import Reference, by_doubling
 
 ArrayFn = Callable[..., np.ndarray]
 
@@ -369,20 +369,16 @@ def allen_cahn_1d(
         raise ValueError(f"need modes >= 4 and dt > 0, got modes={modes}, dt={dt}")
     ic = _ac1d_ic if initial_condition is None else initial_condition
     common: dict[str, Any] = dict(contour_points=contour_points, progress=progress)
-    coarse, _ = _solve_ac1d(
-        diffusion, reaction, ic, t_out, x_out, modes, dt, desc=f"allen_cahn_1d N={modes}",
-        **common,
-    )
-    fine, steps = _solve_ac1d(
-        diffusion, reaction, ic, t_out, x_out, 2 * modes, dt / 2,
-        desc=f"allen_cahn_1d N={2 * modes}", **common,
-    )
+    fine, steps, est = by_doubling(lambda r: _solve_ac1d(
+        diffusion, reaction, ic, t_out, x_out, r * modes, dt / r,
+        desc=f"allen_cahn_1d N={r * modes}", **common,
+    ))
     return Reference(
         t=t_out,
         x=x_out,
         y=None,
         u=fine,
-        est_rel_error=rel_l2(coarse, fine),
+        est_rel_error=est,
         meta={
             "diffusion": float(diffusion),
             "reaction": float(reaction),
@@ -467,20 +463,16 @@ def allen_cahn_2d(
     xy = np.arange(n_out) / n_out
     ic = _ac2d_ic if initial_condition is None else initial_condition
     common: dict[str, Any] = dict(contour_points=contour_points, progress=progress)
-    coarse, _ = _solve_ac2d(
-        epsilon, reaction, ic, t_out, xy, xy, modes, dt,
-        desc=f"allen_cahn_2d N={modes}²", **common,
-    )
-    fine, steps = _solve_ac2d(
-        epsilon, reaction, ic, t_out, xy, xy, 2 * modes, dt / 2,
-        desc=f"allen_cahn_2d N={2 * modes}²", **common,
-    )
+    fine, steps, est = by_doubling(lambda r: _solve_ac2d(
+        epsilon, reaction, ic, t_out, xy, xy, r * modes, dt / r,
+        desc=f"allen_cahn_2d N={r * modes}²", **common,
+    ))
     return Reference(
         t=t_out,
         x=xy,
         y=xy.copy(),
         u=fine,
-        est_rel_error=rel_l2(coarse, fine),
+        est_rel_error=est,
         meta={
             "epsilon": float(epsilon),
             "reaction": float(reaction),
@@ -627,14 +619,10 @@ def periodic_1d(
     linear_symbol(linear, np.zeros(1))  # validates the orders
     common: dict[str, Any] = dict(dealias=dealias, contour_points=contour_points,
                                   progress=progress)
-    coarse, _ = _solve_periodic_1d(
-        linear, advection, initial_condition, x0, x1 - x0, t_out, x_out, modes, dt,
-        desc=f"{name} N={modes}", **common,
-    )
-    fine, steps = _solve_periodic_1d(
-        linear, advection, initial_condition, x0, x1 - x0, t_out, x_out, 2 * modes, dt / 2,
-        desc=f"{name} N={2 * modes}", **common,
-    )
+    fine, steps, est = by_doubling(lambda r: _solve_periodic_1d(
+        linear, advection, initial_condition, x0, x1 - x0, t_out, x_out, r * modes, dt / r,
+        desc=f"{name} N={r * modes}", **common,
+    ))
     info: dict[str, float | int] = {f"linear_{n}": c for n, c in sorted(linear.items())}
     info.update(dict(meta or {}))
     info.update(
@@ -649,8 +637,7 @@ def periodic_1d(
         dealias=int(dealias),
         contour_points=contour_points,
     )
-    return Reference(t=t_out, x=x_out, y=None, u=fine, est_rel_error=rel_l2(coarse, fine),
-                     meta=info)
+    return Reference(t=t_out, x=x_out, y=None, u=fine, est_rel_error=est, meta=info)
 
 
 def kdv_1d(

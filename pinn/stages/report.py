@@ -1,5 +1,6 @@
-"""Stage `report`: markdown + figures from this run's outputs, and the comparison of techniques
-from the latest committed study of this problem (`--studies`)."""
+"""Stage `report`: markdown + figures from this run's outputs (with time-marching windows, every
+window's: `--window-logs`), and the comparison of techniques from the latest committed study of
+this problem (`--studies`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ def main(
     reference: Path = typer.Option(..., "--reference"),
     train_dir: Path = typer.Option(..., "--train", help="Per-level logs: <dir>/<level>/history.csv."),
     refine_history: Path = typer.Option(..., "--refine-history"),
+    window_logs: Path = typer.Option(Path("data") / "window_logs", "--window-logs",
+                                     help="Time-marching windows' logs: <dir>/<window>/history.csv, "
+                                          "refine.csv (read with windows.count > 1)."),
     out: Path = typer.Option(..., "--out", help="Report directory (replaced whole)."),
     studies: Path = typer.Option(None, "--studies",
                                  help="Committed study results (studies/results): the report's "
@@ -27,7 +31,7 @@ def main(
     cfg = read_params(params)
     path = build_report(cfg, reference=reference, errors=errors, metrics=metrics,
                         train_dir=train_dir, refine_history=refine_history, out=out,
-                        studies=studies)
+                        studies=studies, window_logs=window_logs)
     print(f"report: {path.absolute()}")
 
 
