@@ -31,6 +31,7 @@ PARAMS = {
     "convection_beta40": ROOT / "examples/convection/params_beta40.yaml",
     "heat2d_ms": ROOT / "examples/heat2d_ms/params.yaml",
     "kuramoto_sivashinsky": ROOT / "examples/kuramoto_sivashinsky/params.yaml",
+    "kuramoto_sivashinsky_windows": ROOT / "examples/kuramoto_sivashinsky/params_windows.yaml",
 }
 
 
@@ -210,6 +211,24 @@ def test_ks_reference_with_the_wrong_symbol_fails_the_pde_check() -> None:
 
     assert ks_residual(u[1.0]) < 1e-6
     assert ks_residual(u[-1.0]) > 0.1
+
+
+def test_ks_windows_params_are_the_single_network_params_marched_in_five_windows(in_root) -> None:
+    """params_windows.yaml is params.yaml (same problem, network, sampling, weights, optimizer)
+    cut into 5 windows of 0.2, each starting from the one before; only the windows, the
+    refinement's iteration count and the report title differ."""
+    from pinn.config import load_params
+    from pinn.windows import bounds
+
+    one = load_params(PARAMS["kuramoto_sivashinsky"]).model_dump()
+    marched = load_params(PARAMS["kuramoto_sivashinsky_windows"])
+    data = marched.model_dump()
+    assert {k for k in one if one[k] != data[k]} == {"refine", "report", "windows"}
+    assert {k for k in one["refine"] if one["refine"][k] != data["refine"][k]} == {"iterations"}
+    assert marched.windows.count == 5
+    assert [w.after for w in marched.windows.later.values()] == [f"window{k}" for k in range(4)]
+    problem = make_problem(marched.problem.identifier, **marched.problem.coefficients)
+    np.testing.assert_allclose(bounds(marched, problem), [0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
 
 
 # --------------------------------------------------------------------------------------------
