@@ -316,13 +316,13 @@ def test_what_the_refusal_prevents(tmp_path):
     import subprocess
     import sys
 
-    import json
-    from importlib.metadata import distribution
-
-    direct = json.loads(distribution("pinn").read_text("direct_url.json") or "{}")
-    if not direct.get("dir_info", {}).get("editable"):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    finder = subprocess.run(  # (asked of a fresh interpreter, away from any `pinn/` directory)
+        [sys.executable, "-c", "import sys; print(any('Editable' in repr(f) for f in sys.meta_path))"],
+        cwd=tmp_path, capture_output=True, text=True, env=env)
+    if finder.stdout.strip() != "True":
         pytest.skip("the pinn package is not an editable install")
     (tmp_path / "pinn").mkdir()
     proc = subprocess.run([sys.executable, "-c", "import pinn; print(pinn.__file__)"],
-                          cwd=tmp_path, capture_output=True, text=True)
+                          cwd=tmp_path, capture_output=True, text=True, env=env)
     assert proc.returncode == 0 and proc.stdout.strip() == "None", proc.stdout + proc.stderr
