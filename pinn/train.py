@@ -46,6 +46,7 @@ from pinn.balancing import Balancer
 from pinn.loss import LossSpec, loss_spec, loss_terms, term_residuals  # noqa: F401 (re-exported)
 from pinn.models import apply_fn, split
 from pinn.sampling import Sampler
+from pinn.trees import all_finite
 
 
 class TrainState(NamedTuple):
@@ -60,10 +61,6 @@ class TrainState(NamedTuple):
 
 def tree_norm(tree) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree)))
-
-
-def tree_all_finite(tree) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
 
 
 def per_point_sq_grad_norm(residual: Callable, params) -> jax.Array:
@@ -231,7 +228,7 @@ class Trainer:
         # (`pinn.optim.adam` scales its update by the learning-rate scale in its state)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         new_params = optax.apply_updates(state.params, updates)
-        ok = jnp.isfinite(loss) & tree_all_finite(grads)
+        ok = jnp.isfinite(loss) & all_finite(grads)
         keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
         new_state = TrainState(
             params=keep(new_params, state.params),

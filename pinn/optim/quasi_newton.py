@@ -43,6 +43,7 @@ from pinn.optim.ssbroyden import (
     ssbroyden,
     zoom_linesearch,
 )
+from pinn.trees import all_finite
 
 LossFn = Callable[..., jax.Array]
 
@@ -101,10 +102,6 @@ def _cast_like(tree: Any, like: Any) -> Any:
 
 def _strong(tree: Any) -> Any:
     return jax.tree.map(lambda x: jnp.asarray(x, dtype=jnp.asarray(x).dtype), tree)
-
-
-def _all_finite(tree: Any) -> jax.Array:
-    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
 def _is_qn_state(x: Any) -> bool:
@@ -214,7 +211,7 @@ def qn_block(params: optax.Params, opt_state: optax.OptState, num_steps: jax.Arr
             new_state = _split_hessians(_cast_like(new_state, full))[0]
             new_params = optax.apply_updates(params, updates)
             new_value = jnp.asarray(optax.tree.get(new_state, "value"), value.dtype)
-            accept = jnp.isfinite(new_value) & _all_finite(new_params) & (new_value < value)
+            accept = jnp.isfinite(new_value) & all_finite(new_params) & (new_value < value)
             stepsize = jnp.asarray(optax.tree.get(new_state, "learning_rate"), value.dtype)
             ls_steps = jnp.asarray(optax.tree.get(new_state, "num_linesearch_steps"), jnp.int32)
             # a restart's state says `last_update.reset`: H = I once applied
