@@ -131,6 +131,10 @@ def run(
                             "choose another name")
         root = pipeline.make_project(project, params)
         typer.echo(f"running {params} in {root}")
+    elif not (Path("dvc.yaml").exists() and Path(".dvc").is_dir()):
+        raise UserError(f"--params {params}: runs in place, but {Path.cwd()} is not a pipeline "
+                        "project (no dvc.yaml and .dvc/ here); add --workdir DIR to run it in a "
+                        "project of its own")
     rc = pipeline.repro(root, force=force)
     if rc != 0:
         raise typer.Exit(rc)

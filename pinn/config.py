@@ -528,6 +528,10 @@ class Params(_Section):
         from pinn.problems import make_problem
 
         problem = make_problem(self.problem.identifier, **self.problem.coefficients)
+        try:
+            problem.check_residuals()
+        except ValueError as e:
+            raise ValueError(f"problem.target = {self.problem.identifier!r}: {e}") from None
         terms = set(problem.term_names(False)) | {"pde", "ic", "bc"}
         for name in self.balancing.weights:
             if name not in terms:

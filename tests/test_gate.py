@@ -322,6 +322,15 @@ SITES: dict[Site, Gate | Internal | Input] = {
     Site("pinn/problems/base.py", "Problem.check_declarations", ""):
         Input("the fields the problem class declares: the gate (ProblemConfig) checks them, one "
               "line naming problem.target (tests/test_steady_systems.py)"),
+    Site("pinn/problems/base.py", "Problem.check_residuals", "residuals() fails on "):
+        Input("the user's residuals() code: the gate (Params) traces it, one line naming "
+              "problem.target (tests/test_problem_api.py::test_gate_traces_the_residuals)"),
+    Site("pinn/problems/base.py", "Problem.check_residuals", "residuals() reads d["):
+        Input("a derivative the user's residuals() reads but does not declare: the gate traces "
+              "it, one line naming problem.target (tests/test_problem_api.py)"),
+    Site("pinn/problems/base.py", "Problem.check_residuals", "residuals()["):
+        Input("a residual of the user's problem that is not (N,): the gate traces it, one line "
+              "naming problem.target (tests/test_problem_api.py)"),
     Site("pinn/reference/exact.py", "from_exact", ""):
         Input("the shape the user's problem class's exact() returns: one line naming the class "
               "and the expected shape"),

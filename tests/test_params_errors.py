@@ -310,6 +310,24 @@ def test_a_project_directory_named_pinn_is_refused(tmp_path):
     assert not (tmp_path / "pinn").exists()
 
 
+def test_params_yaml_in_place_outside_a_project_is_one_line(tmp_path, monkeypatch):
+    """`pinn run --params params.yaml` in a folder that is not a pipeline project (a fresh user's
+    own folder): one line saying so and naming --workdir, not DVC's NotDvcRepoError traceback;
+    nothing is written there."""
+    from typer.testing import CliRunner
+
+    from pinn.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(VALID_TEXT)
+    result = CliRunner().invoke(app, ["run", "--params", "params.yaml"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith("error: --params params.yaml: runs in place, but ")
+    assert "--workdir DIR" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
 def test_what_the_refusal_prevents(tmp_path):
     """Why: with this checkout installed in editable mode, a directory `pinn/` (no __init__.py)
     in the working directory hides the package's own `pinn/__init__.py` from `python -c`."""

@@ -5,6 +5,7 @@ user's file (`problem.target`), named loss terms and the gate's checks."""
 
 from __future__ import annotations
 
+import re
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -300,6 +301,30 @@ def test_gate_checks_weight_names_and_causal(user_file):
     with pytest.raises(ConfigError, match=r"balancing\.weights\.flux = 2\.0: not a loss term"):
         validate_params({"problem": {"target": user_file},
                          "balancing": {"weights": {"flux": 2.0}}})
+
+
+@pytest.mark.parametrize("residual,message", [
+    # DeepXDE's habit: an (N, 1) residual; it would broadcast against the (N,) weights into an
+    # (N, N) loss and train on a wrong objective without any error (a fresh user found this)
+    ('(d["u_t"] - self.kappa * d["u_xx"])[:, None]',
+     r"problem\.target = 'my_pde\.py:Heat': residuals\(\)\['pde'\] has shape \(4, 1\) for 4 "
+     r"points: each residual must be one value per point"),
+    ('d["u_t"] - self.kappa * d["u_xx"] + d["u_x"]',
+     r"residuals\(\) reads d\['u_x'\], which derivatives = \('u_t', 'u_xx'\) does not declare"),
+    ('d["u_t"] - self.kappa * d["u_xx"] + undefined_name',
+     r"residuals\(\) fails on 4 points: NameError: name 'undefined_name' is not defined"),
+])
+def test_gate_traces_the_residuals(user_file, tmp_path, residual, message):
+    """Each residual must be (N,) and read only declared derivatives: checked by the gate on
+    abstract points (no compute), one line naming problem.target, before any stage runs."""
+    (tmp_path / "my_pde.py").write_text(USER_FILE.replace(
+        'return {"pde": d["u_t"] - self.kappa * d["u_xx"]}', f'return {{"pde": {residual}}}'))
+    errors = []
+    try:
+        validate_params({"problem": {"target": user_file}})
+    except ConfigError as e:
+        errors = str(e).splitlines()
+    assert len(errors) == 1 and re.search(message, errors[0]), errors
 
 
 def test_edited_file_is_loaded_again(user_file, tmp_path):

@@ -298,6 +298,38 @@ class Problem:
         for n in cls.derivatives:
             parse_derivative(n, cls.fields, cls.box.names)
 
+    def check_residuals(self) -> None:
+        """Traces `residuals` abstractly (`jax.eval_shape`: no compute) on 4 points of a smooth
+        stand-in field, once per problem class. Raises `ValueError` when a residual is not one
+        value per point, shape `(N,)` — an `(N, 1)` residual would broadcast against the `(N,)`
+        point weights into an `(N, N)` loss and train on a wrong objective without any error —
+        when it reads a derivative that `derivatives` does not declare, or when it fails to
+        trace at all. Run by the params gate (`pinn.config`), before any stage."""
+        cls = type(self)
+        if cls.__dict__.get("_residuals_checked"):
+            return
+        n, d, k = 4, len(self.input_names), len(self.fields)
+
+        def stand_in(z):  # (n, d) -> (n,) or (n, k): smooth, every derivative defined
+            s = jnp.sin(z @ jnp.linspace(1.0, 2.0, d, dtype=z.dtype))
+            return s if k == 1 else jnp.stack([s * (i + 1.0) for i in range(k)], axis=-1)
+
+        points = jax.ShapeDtypeStruct((n, d), jnp.float32)
+        try:
+            shapes = jax.eval_shape(lambda z: self.pde_residuals(stand_in, z), points)
+        except KeyError as e:
+            raise ValueError(f"residuals() reads d[{e.args[0]!r}], which derivatives = "
+                             f"{tuple(self.derivatives)} does not declare (add it there)") from None
+        except Exception as e:  # noqa: BLE001 — the user's code: any failure is one line
+            raise ValueError(f"residuals() fails on {n} points: {type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        for name, shape in shapes.items():
+            if tuple(shape.shape) != (n,):
+                raise ValueError(f"residuals()[{name!r}] has shape {tuple(shape.shape)} for {n} "
+                                 f"points: each residual must be one value per point, shape (N,) "
+                                 "(drop a trailing [:, None] or reshape(-1, 1))")
+        cls._residuals_checked = True
+
     # --- coefficients ---------------------------------------------------------------------
     @property
     def coefficients(self) -> dict[str, Any]:
