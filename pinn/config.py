@@ -721,14 +721,3 @@ def read_yaml(path: str | Path, what: str = "file", error: type[Exception] = Con
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read `path` (`read_yaml`) and validate it. Raises `ConfigError` on any user error."""
     return validate_params(read_yaml(path), source=str(path))
-
-
-def level_widths(params: Params) -> dict[str, int]:
-    """Width of every cascade level (finest = `model.width`), coarse to fine."""
-    names = list(params.multilevel.levels)
-    n = len(names)
-    f = params.multilevel.coarsening_factor
-    return {
-        name: max(1, int(round(params.model.width * f ** (n - 1 - i)))) for i, name in enumerate(names)
-    }
-

@@ -1,20 +1,28 @@
 """The cascade's shape, from params alone: level names, widths, networks, step budgets, seeds.
 
 Level i of L (`multilevel.levels`, coarse to fine) has width
-`model.width · coarsening_factor^(L−1−i)` (`pinn.config.level_widths`) and PRNG seed
+`model.width · coarsening_factor^(L−1−i)` (`level_widths`, `pinn.multilevel.level_widths`) and PRNG seed
 `seed·1000 + i`; every level's network is built with the same `seed`, so the non-trainable parts
 (random Fourier features) are shared by all levels.
 """
 
 from __future__ import annotations
 
-from pinn.config import Params, level_widths
+from pinn.config import Params
 from pinn.models import PINN, make_model
+from pinn.multilevel import level_widths as _widths
 from pinn.precision import DTYPES
 
 
 def level_names(cfg: Params) -> list[str]:
     return list(cfg.multilevel.levels)
+
+
+def level_widths(cfg: Params) -> dict[str, int]:
+    """Width of every cascade level (finest = `model.width`), coarse to fine."""
+    names = level_names(cfg)
+    m = cfg.multilevel
+    return dict(zip(names, _widths(cfg.model.width, len(names), m.coarsening_factor)))
 
 
 def level_model(cfg: Params, problem, level: str) -> PINN:

@@ -31,7 +31,7 @@ PyTree = Any
 def level_widths(finest_width: int, num_levels: int, coarsening_factor: float) -> list[int]:
     """Hidden widths of the cascade, coarse to fine: `max(1, round(finest * factor**(L-1-i)))`.
 
-    Same rule (Python's `round`) as `pinn.config.level_widths(params)`; the last entry is
+    `pinn.levels.level_widths(params)` maps it onto params.yaml's levels; the last entry is
     `finest_width`.
     """
     if finest_width < 1:

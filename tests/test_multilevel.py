@@ -12,6 +12,7 @@ import pytest
 from flax import nnx
 
 import pinn.config
+import pinn.levels
 import pinn.models as models
 from pinn.multilevel import level_widths, prolongate, prolongate_adam_state
 
@@ -114,7 +115,7 @@ def test_level_widths_values_and_config_agreement():
             },
         }
     )
-    assert level_widths(50, 4, 0.6) == list(pinn.config.level_widths(params).values())
+    assert level_widths(50, 4, 0.6) == list(pinn.levels.level_widths(params).values())
     for bad in [(0, 3, 0.5), (8, 0, 0.5), (8, 3, 0.0), (8, 3, 1.5)]:
         with pytest.raises(ValueError):
             level_widths(*bad)
