@@ -60,4 +60,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    """The exported names and the package's own dunders (not its helper imports: `Any`, ...)."""
+    return sorted({n for n in globals() if n.startswith("__")} | set(_EXPORTS))

@@ -22,7 +22,7 @@ PDE residual; it is a loss function, not a `Balancer`.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -151,8 +151,21 @@ def _renormalize_with_bounds(w: Array, total: float, lo: float, hi: float) -> Ar
 # balancers
 
 
-def fixed(weights: Sequence[float], term_names: Optional[Sequence[str]] = None) -> Balancer:
-    """Constant weights `w_i`; `update` is the identity and never calls `grad_norms_fn`."""
+def fixed(weights: Sequence[float] | Mapping[str, float],
+          term_names: Optional[Sequence[str]] = None) -> Balancer:
+    """Constant weights `w_i`; `update` is the identity and never calls `grad_norms_fn`.
+
+    `weights`: one per term in `term_names` order, or `{term: weight}` as params.yaml's
+    `balancing.weights` writes them (then `term_names` is required; a term it omits gets weight
+    1). Raises `ValueError` for a name not in `term_names`, a count mismatch, or a weight that is
+    negative or not finite."""
+    if isinstance(weights, Mapping):
+        if term_names is None:
+            raise ValueError("weights given by name: term_names must be given too")
+        unknown = sorted(set(weights) - set(term_names))
+        if unknown:
+            raise ValueError(f"weights {unknown}: not among term_names {tuple(term_names)}")
+        weights = [weights.get(n, 1.0) for n in term_names]
     weights = tuple(float(w) for w in weights)
     for i, w in enumerate(weights):
         if not (w >= 0 and w < float("inf")):

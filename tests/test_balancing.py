@@ -67,6 +67,17 @@ def test_fixed_weights_constant_and_never_traces_grad_norms():
         balancing.fixed([1.0, -1.0])
 
 
+def test_fixed_weights_by_name_as_params_yaml_writes_them():
+    """`{term: weight}` (params.yaml's shape) in term order, an omitted term at 1 — the same
+    weights the adapter gives — and a name that is not a term refused."""
+    bal = balancing.fixed({"ic": 10.0, "pde": 1.0}, ("pde", "ic", "bc"))
+    np.testing.assert_array_equal(bal.weights(bal.init(3)), [1.0, 10.0, 1.0])
+    with pytest.raises(ValueError, match=r"weights \['icc'\]: not among term_names"):
+        balancing.fixed({"icc": 10.0}, ("pde", "ic"))
+    with pytest.raises(ValueError, match="term_names must be given"):
+        balancing.fixed({"pde": 1.0})
+
+
 # ----------------------------------------------------------------------------------------------
 # GradNorm
 

@@ -295,6 +295,11 @@ SITES: dict[Site, Gate | Internal | Input] = {
         Gate({"balancing": {"weights": {"pde": -1.0}}}, "balancing.weights.pde", _balancer),
     Site("pinn/balancing.py", "fixed", "term_names "):
         Internal("balancer_from_params passes one weight per term name"),
+    Site("pinn/balancing.py", "fixed", "weights given by name: term_na"):
+        Internal("balancer_from_params passes a list of weights with the term names"),
+    Site("pinn/balancing.py", "fixed", "weights "):
+        Internal("balancer_from_params passes a list (names are the schema's, checked by the "
+                 "gate: balancing.weights.<name> not a loss term)"),
     Site("pinn/balancing.py", "gradnorm", "min_weight = "):
         Gate({"balancing": {"method": "gradnorm", "gradnorm": {"min_weight": 0.5, "max_weight": 0.8}}},
              "balancing.gradnorm.max_weight", _balancer),

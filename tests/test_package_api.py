@@ -60,3 +60,11 @@ def test_a_problem_can_be_written_against_the_top_level_names():
     z = jnp.array([[0.0, 0.3], [0.5, 0.1]])
     r = Decay().pde_residuals(lambda zz: jnp.exp(-zz[:, 0]), z)["pde"]
     assert float(jnp.max(jnp.abs(r))) < 1e-6
+
+
+def test_dir_lists_the_api_not_the_helper_imports():
+    import pinn
+
+    names = dir(pinn)
+    assert {"Problem", "Trainer", "fixed", "rad"} <= set(names)
+    assert not {"Any", "annotations", "import_module"} & set(names)
