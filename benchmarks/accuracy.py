@@ -95,7 +95,10 @@ def run_one(params_file: Path, seed: int, workdir: Path) -> dict:
 
 
 def _first_time(curve: list[dict], threshold: float) -> float | None:
-    return next((round(r["wall_s"], 1) for r in curve if r["rel_l2"] <= threshold), None)
+    from pinn.curves import time_to
+
+    hit = time_to(curve, threshold)
+    return None if hit is None else round(hit, 1)
 
 
 def summarise(problem: str, runs: list[dict], *, default_run: bool = False) -> dict:

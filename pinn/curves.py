@@ -7,7 +7,7 @@ stage, `rel_l2`). `curve` joins them into one curve, the levels in order and the
 each phase's `wall_s` is offset by the previous phase's last `wall_s` (process start-up and
 imports between stages are excluded), and a refinement iteration counts as one step after the
 Adam steps taken. `value_at` reads rel L2 off such a curve at a budget (used by the benchmark
-suite and by `pinn.ablate`).
+suite and by `pinn.ablate`), `time_to` the budget at which it first reaches a threshold.
 """
 
 from __future__ import annotations
@@ -58,3 +58,9 @@ def value_at(rows: Sequence[Mapping], budget: float, axis: Axis) -> float:
         raise ValueError(f"budget = {budget}: must be a positive finite number")
     within = [r for r in rows if r[axis] <= budget]
     return float(within[-1]["rel_l2"]) if within else float("nan")
+
+
+def time_to(rows: Sequence[Mapping], threshold: float, axis: Axis = "wall_s") -> float | None:
+    """The first `axis` value (seconds or steps) of `rows` (a `curve`) at which rel L2 is at or
+    below `threshold`; None when it never gets there."""
+    return next((float(r[axis]) for r in rows if r["rel_l2"] <= threshold), None)

@@ -42,6 +42,19 @@ def test_median_counts_a_missed_threshold_as_infinitely_slow():
     assert met["target_met"] is True
 
 
+def test_time_to_a_threshold_is_the_first_crossing():
+    """`pinn.curves.time_to` (both benchmarks read times to thresholds through it): the first
+    logged point at or below the threshold, on either axis, even if the curve rises again later;
+    None when never reached."""
+    from pinn.curves import time_to
+
+    curve = [{"wall_s": 1.04, "step": 100, "rel_l2": 0.5}, {"wall_s": 2.26, "step": 200, "rel_l2": 1e-3},
+             {"wall_s": 3.0, "step": 300, "rel_l2": 2e-3}, {"wall_s": 4.0, "step": 400, "rel_l2": 1e-4}]
+    assert time_to(curve, 1e-3) == 2.26 and time_to(curve, 1e-3, "step") == 200
+    assert time_to(curve, 5e-4) == 4.0 and time_to(curve, 1e-5) is None
+    assert accuracy._first_time(curve, 1e-3) == 2.3 and accuracy._first_time(curve, 1e-5) is None
+
+
 def test_store_replaces_a_seed_and_keeps_the_others(tmp_path, monkeypatch):
     monkeypatch.setattr(accuracy, "results_path", lambda: tmp_path / "acc.json")
     params = accuracy.PARAMS / "burgers_1d.yaml"

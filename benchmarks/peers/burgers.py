@@ -152,10 +152,6 @@ def run_ours(work: Path, params: Path, name: str) -> dict:
 # ---------------------------------------------------------------- scoring
 
 
-def time_to(curve: list[dict], threshold: float) -> float | None:
-    return next((r["wall_s"] for r in curve if r["rel_l2"] <= threshold), None)
-
-
 def at_budget(curve: list[dict], budget: float) -> float | None:
     """rel L2 logged last at or before `budget` s (the final value when the run ended sooner)."""
     from pinn.curves import value_at
@@ -167,6 +163,8 @@ def at_budget(curve: list[dict], budget: float) -> float | None:
 def score(run: dict, peer_final: float) -> dict:
     """`peer_final`: the peer's final rel L2 in the same round (how long each side takes to the
     accuracy the peer ends at; the peer's own time is when its curve first gets there)."""
+    from pinn.curves import time_to
+
     c = run["curve"]
     return {"time_to": {f"{t:.0e}": time_to(c, t) for t in THRESHOLDS},
             "time_to_peer_final": time_to(c, peer_final), "peer_final_rel_l2": peer_final,
