@@ -19,9 +19,18 @@ budget and whether the median met them. Results merge into
 `benchmarks/results/accuracy_curves_<hardware>.png` draws every stored curve (a panel per params
 file, a line per seed, the target as a dashed line).
 
+The examples of issue 12's external benchmark table (`examples/*/params*.yaml`, the user's own
+problem files) run the same way and store into `benchmarks/results/external_<hardware>.json`
+(`external_curves_<hardware>.png`), keyed by their path: `--examples` runs every one of them.
+Their records add each rel L2 / max abs / recovered coefficient of `metrics.json` (per output
+field, per time-marching window) and the mean and sample standard deviation over seeds; with
+time-marching windows the curve and times to thresholds are window 0's (its levels and
+refinement), the final rel L2 and the wall times the whole run's.
+
     python benchmarks/accuracy.py                                  # every file, seeds 0 1 2
     python benchmarks/accuracy.py --params burgers_1d --seeds 0    # one file, one seed
-    python benchmarks/accuracy.py --plot-only                      # redraw from the JSON
+    python benchmarks/accuracy.py --examples                       # issue 12's table, seeds 0 1 2
+    python benchmarks/accuracy.py --plot-only                      # redraw from the JSONs
 """
 
 from __future__ import annotations
@@ -51,6 +60,16 @@ TARGETS = {"burgers_1d": (1e-7, 900.0), "allen_cahn_1d": (2e-6, 900.0),
 #: ... and of the default params.yaml (what `pinn run` does for a new user: Allen–Cahn 1D)
 DEFAULT_RUN_TARGET = (1e-5, 600.0)
 DEFAULT_FILES = ("burgers_1d", "allen_cahn_1d", "allen_cahn_2d")
+ROOT = PARAMS.parent.parent
+#: issue 12's external benchmark table: every example's params file, cheapest first
+EXAMPLES = ("examples/inverse_burgers/params.yaml", "examples/convection/params.yaml",
+            "examples/convection/params_beta40.yaml", "examples/heat2d_ms/params.yaml",
+            "examples/kuramoto_sivashinsky/params.yaml", "examples/inverse_heat/params.yaml",
+            "examples/wave1d/params.yaml", "examples/kdv/params.yaml",
+            "examples/lid_driven_cavity/params.yaml", "examples/poisson5d/params.yaml",
+            "examples/kuramoto_sivashinsky/params_windows.yaml")
+#: the metrics.json entries a record keeps (per field, per window, recovered coefficients)
+METRIC_PREFIXES = ("rel_l2", "max_abs", "coef_")
 
 
 def _children_cpu_s() -> float:
@@ -67,7 +86,8 @@ def run_one(params_file: Path, seed: int, workdir: Path) -> dict:
 
     raw = yaml.safe_load(params_file.read_text())
     raw["seed"] = seed
-    project = workdir / f"{params_file.stem}-seed{seed}"
+    name = key_of(params_file).removeprefix("examples/").replace("/", "-")
+    project = workdir / f"{name}-seed{seed}"
     project.mkdir(parents=True, exist_ok=True)
     seeded = project.parent / f"{project.name}.yaml"
     seeded.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -80,6 +100,9 @@ def run_one(params_file: Path, seed: int, workdir: Path) -> dict:
     metrics = json.loads((project / "metrics.json").read_text())
     curve = pipeline_curve(project, list(cfg.multilevel.levels))
     return {
+        "metrics": {k: v for k, v in metrics.items()
+                    if k.startswith(METRIC_PREFIXES) and isinstance(v, (int, float))},
+        "curve_scope": "window0" if cfg.windows.count > 1 else "run",
         "seed": seed,
         "final_rel_l2": metrics["rel_l2"], "max_abs": metrics["max_abs"],
         "lowest_logged_rel_l2": min(r["rel_l2"] for r in curve),
@@ -113,6 +136,8 @@ def summarise(problem: str, runs: list[dict], *, default_run: bool = False) -> d
     finals = [r["final_rel_l2"] for r in runs]
     out = {"seeds": [r["seed"] for r in runs],
            "median_final_rel_l2": statistics.median(finals),
+           "mean_final_rel_l2": statistics.fmean(finals),
+           "std_final_rel_l2": statistics.stdev(finals) if len(finals) > 1 else None,
            "min_final_rel_l2": min(finals), "max_final_rel_l2": max(finals),
            "median_time_to_s": {f"{t:.0e}": median_time(f"{t:.0e}") for t in THRESHOLDS},
            "median_dvc_repro_wall_s": round(statistics.median(r["dvc_repro_wall_s"] for r in runs), 1)}
@@ -124,13 +149,27 @@ def summarise(problem: str, runs: list[dict], *, default_run: bool = False) -> d
     return out
 
 
-def results_path() -> Path:
-    return RESULTS / f"accuracy_{hardware_name()}.json"
+def results_path(kind: str = "accuracy") -> Path:
+    """The results JSON: `kind` "accuracy" (issue 13's files) or "external" (the examples)."""
+    return RESULTS / f"{kind}_{hardware_name()}.json"
+
+
+def kind_of(params_file: Path) -> str:
+    """"external" for a params file under `examples/`, else "accuracy"."""
+    return "external" if params_file.absolute().is_relative_to(ROOT / "examples") else "accuracy"
+
+
+def key_of(params_file: Path) -> str:
+    """The results entry of a params file: its name for issue 13's files and the default
+    params.yaml (`burgers_1d`, `params`), its path without `.yaml` for an example
+    (`examples/convection/params_beta40`: example files share names)."""
+    if kind_of(params_file) == "accuracy":
+        return params_file.stem
+    return _shown(params_file.absolute()).removesuffix(".yaml")
 
 
 def _shown(path: Path) -> str:
-    root = PARAMS.parent.parent
-    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def store(params_file: Path, run: dict) -> dict:
@@ -138,13 +177,15 @@ def store(params_file: Path, run: dict) -> dict:
     params file, keeping the other seeds) and recompute the file's summary; atomic."""
     from pinn.io import write_json
 
-    path = results_path()
+    path = results_path(kind_of(params_file))
     data = json.loads(path.read_text()) if path.exists() else {"runs": {}}
-    problem = yaml.safe_load(params_file.read_text())["problem"]["name"]
-    old = data["runs"].get(params_file.stem, {}).get("seeds", [])
+    section = yaml.safe_load(params_file.read_text())["problem"]
+    problem = section.get("name") or section.get("target")
+    key = key_of(params_file)
+    old = data["runs"].get(key, {}).get("seeds", [])
     runs = sorted([r for r in old if r["seed"] != run["seed"]] + [run], key=lambda r: r["seed"])
-    default_run = params_file == PARAMS.parent.parent / "params.yaml"
-    data["runs"][params_file.stem] = {
+    default_run = params_file == ROOT / "params.yaml"
+    data["runs"][key] = {
         "params": _shown(params_file), "problem": problem, "default_run": default_run, "summary": summarise(problem, runs, default_run=default_run),
         "seeds": runs}
     data["hardware"], data["versions"] = hardware_info(), versions()
@@ -160,8 +201,12 @@ def plot(data: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(data["runs"])
-    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 3.6), squeeze=False)
-    for ax, name in zip(axes[0], names):
+    cols = min(len(names), 4)
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names):
         entry = data["runs"][name]
         for run in entry["seeds"]:
             wall = [c[0] for c in run["curve"]]
@@ -171,7 +216,9 @@ def plot(data: dict, path: Path) -> None:
         if target:
             ax.axhline(target, ls="--", color="k", lw=0.8, label=f"target {target:.0e}")
             ax.axvline(entry["summary"]["wall_budget_s"], ls=":", color="k", lw=0.8)
-        ax.set_title(f"{name} (median {entry['summary']['median_final_rel_l2']:.2e})", fontsize=9)
+        scope = " (window 0)" if entry["seeds"][0].get("curve_scope") == "window0" else ""
+        ax.set_title(f"{name.removeprefix('examples/')}{scope}\n"
+                     f"median final {entry['summary']['median_final_rel_l2']:.2e}", fontsize=9)
         ax.set_xlabel("training wall-clock (s)")
         ax.set_ylabel("rel L2")
         ax.grid(True, which="both", alpha=0.3)
@@ -186,26 +233,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", nargs="+", default=list(DEFAULT_FILES),
                     help="params file names under benchmarks/params/ (without .yaml), or paths "
                          "of params files (ending in .yaml), e.g. params.yaml: the default run")
+    ap.add_argument("--examples", action="store_true",
+                    help="every example of issue 12's table (EXAMPLES) instead of --params")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--workdir", type=Path, default=Path("runs") / "accuracy",
                     help="where the pipeline projects are made (kept for inspection)")
     ap.add_argument("--plot-only", action="store_true")
     args = ap.parse_args(argv)
+    names = [str(ROOT / e) for e in EXAMPLES] if args.examples else args.params
     files = [Path(name).absolute() if name.endswith(".yaml") else PARAMS / f"{name}.yaml"
-             for name in args.params]
+             for name in names]
     missing = [str(f) for f in files if not f.exists()]
     if missing:
         raise SystemExit(f"--params: no such file: {', '.join(missing)}")
-    png = RESULTS / f"accuracy_curves_{hardware_name()}.png"
+
+    def png(kind: str) -> Path:
+        return RESULTS / f"{kind}_curves_{hardware_name()}.png"
+
     if not args.plot_only:
         for params_file in files:  # stored after each seed: a cut-off run keeps what it did
             for seed in args.seeds:
                 run = run_one(params_file, seed, args.workdir.absolute())
-                print(f"{params_file.stem} seed {seed}: rel L2 {run['final_rel_l2']:.3e}, "
+                print(f"{key_of(params_file)} seed {seed}: rel L2 {run['final_rel_l2']:.3e}, "
                       f"dvc repro {run['dvc_repro_wall_s']:.0f} s", flush=True)
-                plot(store(params_file, run), png)
-    elif results_path().exists():
-        plot(json.loads(results_path().read_text()), png)
+                plot(store(params_file, run), png(kind_of(params_file)))
+    else:
+        for kind in ("accuracy", "external"):
+            if results_path(kind).exists():
+                plot(json.loads(results_path(kind).read_text()), png(kind))
     return 0
 
 

@@ -56,7 +56,7 @@ def test_time_to_a_threshold_is_the_first_crossing():
 
 
 def test_store_replaces_a_seed_and_keeps_the_others(tmp_path, monkeypatch):
-    monkeypatch.setattr(accuracy, "results_path", lambda: tmp_path / "acc.json")
+    monkeypatch.setattr(accuracy, "results_path", lambda kind="accuracy": tmp_path / "acc.json")
     params = accuracy.PARAMS / "burgers_1d.yaml"
     accuracy.store(params, _run(1, 5e-6, {}))
     accuracy.store(params, _run(0, 4e-6, {}))
