@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import fcntl
 import json
 import math
 import os
@@ -63,7 +64,8 @@ DEFAULT_FILES = ("burgers_1d", "allen_cahn_1d", "allen_cahn_2d")
 ROOT = PARAMS.parent.parent
 #: issue 12's external benchmark table: every example's params file, cheapest first
 EXAMPLES = ("examples/inverse_burgers/params.yaml", "examples/convection/params.yaml",
-            "examples/convection/params_beta40.yaml", "examples/heat2d_ms/params.yaml",
+            "examples/convection/params_beta40.yaml", "examples/convection/params_beta80.yaml",
+            "examples/heat2d_ms/params.yaml",
             "examples/kuramoto_sivashinsky/params.yaml", "examples/inverse_heat/params.yaml",
             "examples/wave1d/params.yaml", "examples/kdv/params.yaml",
             "examples/lid_driven_cavity/params.yaml", "examples/poisson5d/params.yaml",
@@ -174,10 +176,19 @@ def _shown(path: Path) -> str:
 
 def store(params_file: Path, run: dict) -> dict:
     """Merge one seed's run into the results JSON (replacing that seed's earlier run of the same
-    params file, keeping the other seeds) and recompute the file's summary; atomic."""
+    params file, keeping the other seeds) and recompute the file's summary; atomic, and under
+    a lock on `<results>.lock`, so benchmark processes running at once do not lose each other's
+    runs."""
+    path = results_path(kind_of(params_file))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _merge(path, params_file, run)
+
+
+def _merge(path: Path, params_file: Path, run: dict) -> dict:
     from pinn.io import write_json
 
-    path = results_path(kind_of(params_file))
     data = json.loads(path.read_text()) if path.exists() else {"runs": {}}
     section = yaml.safe_load(params_file.read_text())["problem"]
     problem = section.get("name") or section.get("target")
