@@ -656,3 +656,33 @@ def test_a_windowed_pipeline_run_reports_every_window(tmp_path):
     assert logged == pytest.approx(metrics["rel_l2_window1"], rel=1e-3)
     assert summary_value(md, "rel L2 error, time window 1 (its times only)") == \
         f"{metrics['rel_l2_window1']:.3e}"
+
+
+def test_the_run_settings_are_stated(tmp_path):
+    """What was trained, from the params the report stage declares: the seed, every coefficient
+    (given or the problem's default), the network and its cascade widths, the points, the
+    optimisers; an exact reference's error is called exact, not shown as a bare 0."""
+    make_run(tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    (tmp_path / "metrics.json").write_text(json.dumps({**metrics, "reference_est_rel_error": 0.0}))
+    cfg = validate_params({
+        "seed": 7, "problem": {"name": "allen_cahn_1d", "coefficients": {"reaction": 4.0}},
+        "model": {"width": 24, "depth": 4, "activation": "sin"},
+        "sampling": {"method": "rad", "batch_size": 1000, "rad": {"k": 2.0, "resample_every": 50}},
+        "optimizer": {"learning_rate": 5e-4},
+        "refine": {"method": "ssbroyden", "iterations": 300, "resample_every_blocks": 2},
+        "multilevel": {"num_levels": 2, "levels": LEVELS},
+        "report": {"title": "Synthetic run", "dpi": DPI}})
+    md = report.stage_report(cfg, tmp_path).read_text()
+    assert summary_value(md, "seed") == "7"
+    assert summary_value(md, "coefficients") == "diffusion = 0.0001 (default); reaction = 4"
+    assert summary_value(md, "network (finest level)") == (
+        "4 hidden layers × 24 (sin), float32; exact periodic embedding in x")
+    assert summary_value(md, "cascade levels") == (
+        "level0: width 12, 1000 Adam steps; level1: width 24, 2000 Adam steps")
+    assert summary_value(md, "sampling").startswith("rad, batch 1000 interior")
+    assert "k = 2," in summary_value(md, "sampling") and "every 50 steps" in summary_value(md, "sampling")
+    assert summary_value(md, "Adam").startswith("learning rate 0.0005")
+    assert summary_value(md, "refinement") == (
+        "ssbroyden, 300 iterations in float64, blocks of 100, points redrawn with RAD every 2 blocks")
+    assert summary_value(md, "reference est. rel. error") == "0.000e+00 (exact solution)"

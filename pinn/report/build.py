@@ -23,8 +23,9 @@ from pinn.report.fig_training import (
 from pinn.report.inputs import (
     ReportInputs, _last_finite, _not_found, _Points, is_constant, load_run, sampler_stat_columns,
 )
-from pinn.report.markdown import _fmt_const, phase_table, summary
+from pinn.report.markdown import _fmt_const, phase_table, settings_table, summary
 from pinn.report.phases import phases
+from pinn.report.settings import run_settings
 
 REPORT_DIR = "report"
 REPORT_MD = "report.md"
@@ -60,11 +61,13 @@ def write_report(
     sampling_method: str | None = None,
     appendix: Sequence[str] = (),
     hard_initial_condition: bool = False,
+    settings: Sequence[tuple[str, str]] = (),
 ) -> Path:
     """Build report.md and its PNGs atomically into the directory `out`; return report.md's path.
     `appendix`: markdown lines added at the end (the comparison of techniques, `pinn.comparison`);
     `hard_initial_condition`: the network imposes the initial values (`model.hard_initial_condition`:
-    the summary says so, and that the loss has no `ic` term).
+    the summary says so, and that the loss has no `ic` term); `settings`: the "Run settings"
+    table's `(setting, value)` rows (`pinn.report.settings.run_settings`).
 
     Everything is written into a temporary sibling directory (created like `mkdir`, so with the
     usual permissions) which then replaces `out` (`pinn.io.atomic_dir`).
@@ -74,14 +77,15 @@ def write_report(
         _build(inputs, tmp, title=title, dpi=dpi, snapshot_times=snapshot_times,
                problem=problem, refine_method=refine_method, refine_precision=refine_precision,
                sampling_method=sampling_method, appendix=appendix,
-               hard_initial_condition=hard_initial_condition)
+               hard_initial_condition=hard_initial_condition, settings=settings)
     return out / REPORT_MD
 
 
 def _build(inputs: ReportInputs, out: Path, *, title: str, dpi: int,
            snapshot_times: Sequence[float], problem: str, refine_method: str,
            refine_precision: str, sampling_method: str | None,
-           appendix: Sequence[str] = (), hard_initial_condition: bool = False) -> None:
+           appendix: Sequence[str] = (), hard_initial_condition: bool = False,
+           settings: Sequence[tuple[str, str]] = ()) -> None:
     rep = _Report(out=out)
     md = rep.lines
     data = load_run(inputs)
@@ -92,6 +96,7 @@ def _build(inputs: ReportInputs, out: Path, *, title: str, dpi: int,
 
     md += summary(data, run, inputs, title=title, problem=problem, refine_method=refine_method,
                   hard_initial_condition=hard_initial_condition)
+    md += settings_table(settings)
     md += phase_table(data, run, inputs, refine_method=refine_method,
                       refine_precision=refine_precision)
 
@@ -182,7 +187,8 @@ def _options(cfg: Params) -> dict[str, Any]:
                 snapshot_times=cfg.report.snapshot_times, problem=cfg.problem.name,
                 refine_method=cfg.refine.method, refine_precision=cfg.refine.precision,
                 sampling_method=cfg.sampling.method,
-                hard_initial_condition=cfg.model.hard_initial_condition)
+                hard_initial_condition=cfg.model.hard_initial_condition,
+                settings=run_settings(cfg))
 
 
 def _later_windows(cfg: Params) -> list[str]:

@@ -71,6 +71,13 @@ def coefficient_table(metrics: dict) -> list[str]:
 
 
 
+def settings_table(rows: Sequence[tuple[str, str]]) -> list[str]:
+    """The `### Run settings` section (`pinn.report.settings.run_settings`); `[]` without rows."""
+    if not rows:
+        return []
+    return ["### Run settings", ""] + _table(["setting", "value"], rows) + [""]
+
+
 #: the summary's row for `model.hard_initial_condition` (pinn.models: the network imposes the
 #: problem's initial values, so the loss has no `ic` term)
 HARD_INITIAL = ("hard initial condition u = u0 + (t − t0)·N (exact at t0 for any parameters); "
@@ -138,7 +145,7 @@ def summary(data: RunData, run: Sequence[Phase], inputs: ReportInputs, *, title:
         *[[f"max abs error, field {f}", fmt(_float(metrics.get(f"max_abs_{f}"))) + mark]
           for f in per_field],
         ["reference est. rel. error",
-         fmt(est) if reference_file is None else
+         (f"{fmt(est)} (exact solution)" if est == 0 else fmt(est)) if reference_file is None else
          ("unknown" if est is None else f"{fmt(est)} (stated by the file)")],
         ["Adam steps", fmt(steps) + (over if steps is not None else "")],
         ["refinement iterations", fmt(iterations) + (over if iterations is not None else "")],
