@@ -31,6 +31,7 @@ refinement), the final rel L2 and the wall times the whole run's.
     python benchmarks/accuracy.py --params burgers_1d --seeds 0    # one file, one seed
     python benchmarks/accuracy.py --examples                       # issue 12's table, seeds 0 1 2
     python benchmarks/accuracy.py --plot-only                      # redraw from the JSONs
+    python benchmarks/accuracy.py --table      # benchmarks/README.md's external table from the JSON
 """
 
 from __future__ import annotations
@@ -204,6 +205,62 @@ def _merge(path: Path, params_file: Path, run: dict) -> dict:
     return data
 
 
+#: the block of benchmarks/README.md that `--table` rewrites from the external results
+TABLE_BEGIN, TABLE_END = "<!-- external-table:begin -->", "<!-- external-table:end -->"
+README = Path(__file__).resolve().parent / "README.md"
+
+
+def _e(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2e}"
+
+
+def _minutes(seconds: list[float]) -> str:
+    return f"{statistics.median(seconds) / 60:.1f}"
+
+
+def _per_part(seeds: list[dict]) -> str:
+    """Medians over seeds of the per-field, per-window rel L2 and the coefficients' errors."""
+    common = [k for k in seeds[0].get("metrics", {}) if all(k in r.get("metrics", {}) for r in seeds)]
+    keys = ([k for k in common if k.startswith("rel_l2_")]
+            + [k for k in common if k.startswith("coef_") and k.endswith("_rel_error")])
+    parts = []
+    for k in keys:
+        name = (k.removeprefix("rel_l2_") if k.startswith("rel_l2_")
+                else k.removeprefix("coef_").removesuffix("_rel_error") + " rel. error")
+        parts.append(f"{name} {_e(statistics.median(r['metrics'][k] for r in seeds))}")
+    return ", ".join(parts) or "—"
+
+
+def table(data: dict) -> list[str]:
+    """Markdown lines of the external benchmark table from the results (`external_*.json`): per
+    params file the seeds, the mean ± sample standard deviation and the range of the final rel L2,
+    the medians per field / window / recovered coefficient, and the median wall and CPU time of
+    the whole `dvc repro`."""
+    lines = ["| params file | seeds | rel L2 mean ± std | min – max | per field / window / "
+             "coefficient (median) | `dvc repro` wall, minutes: median | CPU time, minutes: median |",
+             "|---|---|---|---|---|---|---|"]
+    for key, entry in data["runs"].items():
+        seeds, s = entry["seeds"], entry["summary"]
+        std = s.get("std_final_rel_l2")
+        lines.append(
+            f"| `{entry['params']}` | {', '.join(str(x) for x in s['seeds'])} | "
+            f"{_e(s.get('mean_final_rel_l2'))}{'' if std is None else ' ± ' + _e(std)} | "
+            f"{_e(s['min_final_rel_l2'])} – {_e(s['max_final_rel_l2'])} | {_per_part(seeds)} | "
+            f"{_minutes([r['dvc_repro_wall_s'] for r in seeds])} | "
+            f"{_minutes([r['dvc_repro_cpu_s'] for r in seeds])} |")
+    return lines
+
+
+def write_table(data: dict, readme: Path = README) -> None:
+    """Replace the lines between TABLE_BEGIN and TABLE_END of `readme` with `table(data)`."""
+    text = readme.read_text()
+    head, begin, rest = text.partition(TABLE_BEGIN)
+    _, end, tail = rest.partition(TABLE_END)
+    if not begin or not end:
+        raise SystemExit(f"{readme}: no {TABLE_BEGIN} ... {TABLE_END} block to fill")
+    readme.write_text(head + begin + "\n" + "\n".join(table(data)) + "\n" + end + tail)
+
+
 def plot(data: dict, path: Path) -> None:
     """A panel per params file: rel L2 against training wall-clock, a line per seed."""
     import matplotlib
@@ -250,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=Path("runs") / "accuracy",
                     help="where the pipeline projects are made (kept for inspection)")
     ap.add_argument("--plot-only", action="store_true")
+    ap.add_argument("--table", action="store_true",
+                    help="only rewrite benchmarks/README.md's external table from the JSON")
     args = ap.parse_args(argv)
     names = [str(ROOT / e) for e in EXAMPLES] if args.examples else args.params
     files = [Path(name).absolute() if name.endswith(".yaml") else PARAMS / f"{name}.yaml"
@@ -261,7 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     def png(kind: str) -> Path:
         return RESULTS / f"{kind}_curves_{hardware_name()}.png"
 
-    if not args.plot_only:
+    if args.table:
+        write_table(json.loads(results_path("external").read_text()))
+    elif not args.plot_only:
         for params_file in files:  # stored after each seed: a cut-off run keeps what it did
             for seed in args.seeds:
                 run = run_one(params_file, seed, args.workdir.absolute())

@@ -106,3 +106,29 @@ def test_one_seed_through_the_pipeline_reaches_training(tmp_path):
     # a different seed gives a different network: the seed reached training
     other = accuracy.run_one(params, 8, tmp_path / "runs")
     assert other["final_rel_l2"] != run["final_rel_l2"]
+
+
+def test_the_external_table_shows_mean_spread_and_parts(tmp_path, monkeypatch):
+    """An example's entry (stored under its path, in the external results): mean ± sample std
+    and range over seeds, medians per field and per recovered coefficient."""
+    monkeypatch.setattr(accuracy, "results_path", lambda kind="accuracy": tmp_path / f"{kind}.json")
+    example = ROOT / "examples" / "convection" / "params.yaml"
+    assert accuracy.kind_of(example) == "external"
+    assert accuracy.key_of(example) == "examples/convection/params"
+    for seed, final in ((0, 1e-3), (1, 3e-3), (2, 2e-3)):
+        run = _run(seed, final, {}, wall=60.0 * (seed + 1))
+        run.update(dvc_repro_cpu_s=30.0, metrics={"rel_l2": final, "rel_l2_u": final / 2,
+                                                   "max_abs": 0.1, "coef_nu_rel_error": 1e-6 * seed})
+        data = accuracy.store(example, run)
+    assert not (tmp_path / "accuracy.json").exists()
+    row = accuracy.table(data)[2]
+    assert row.startswith("| `examples/convection/params.yaml` | 0, 1, 2 | 2.00e-03 ± 1.00e-03 | "
+                          "1.00e-03 – 3.00e-03 | u 1.00e-03, nu rel. error 1.00e-06 | 2.0 | 0.5 |")
+
+
+def test_the_readme_table_is_the_committed_results():
+    """benchmarks/README.md's external table is `--table` of the committed results, unedited."""
+    data = json.loads((accuracy.RESULTS / "external_cpu-x86_64-2cores.json").read_text())
+    text = accuracy.README.read_text()
+    block = text.split(accuracy.TABLE_BEGIN)[1].split(accuracy.TABLE_END)[0]
+    assert block.strip().splitlines() == accuracy.table(data)
