@@ -18,6 +18,7 @@ the import closure of each stage: tests/test_stage_contracts.py).
 from __future__ import annotations
 
 from importlib import import_module
+from importlib.util import find_spec
 from typing import Any
 
 #: public name -> the module that defines it
@@ -53,6 +54,9 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
+        # a submodule not imported yet (`pinn.sampling.rad`, `help(pinn.sampling)`): import it
+        if not name.startswith("_") and find_spec(f"{__name__}.{name}") is not None:
+            return import_module(f"{__name__}.{name}")
         raise AttributeError(f"module 'pinn' has no attribute {name!r}")
     value = getattr(import_module(module), name)
     globals()[name] = value  # resolved once

@@ -34,6 +34,10 @@ def test_submodules_and_unknown_names():
     from pinn import io, refine  # modules still import as before (no export shadows one)
 
     assert io.__name__ == "pinn.io" and refine.__name__ == "pinn.refine"
+    # a submodule is reachable as an attribute without importing it first (help(pinn.sampling.rad))
+    code = "import pinn; print(pinn.sampling.rad.__module__, pinn.curves.time_to.__module__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["pinn.sampling", "pinn.curves"]
     with pytest.raises(AttributeError, match="module 'pinn' has no attribute 'Problme'"):
         pinn.Problme  # noqa: B018
 
