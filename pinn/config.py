@@ -15,6 +15,7 @@ coefficient constraints (`Problem.coefficient_bounds`).
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -641,9 +642,43 @@ def _format_error(err: dict, data: Any, model: type[BaseModel]) -> str:
         msg = f"must be one of {ctx.get('expected', '')}"
     elif kind == "bool_type":
         msg = "must be true or false"
+    elif kind == "union":
+        return f"{path} = {value!r}: {msg}"
     else:
         msg = msg.replace("Input should be", "must be")
     return f"{path} = {value!r}: {msg}" if "input" in err and kind != "missing" else f"{path}: {msg}"
+
+
+#: a union member's tag in a pydantic error location (`problem.coefficients.k.list[float]`)
+_UNION_TAG = re.compile(r"^(float|int|str|bool|list\[(float|int|str)\])$")
+_TAG_TEXT = {"float": "a number", "int": "an integer", "str": "a string", "bool": "true or false",
+             "list[float]": "a list of numbers", "list[int]": "a list of integers",
+             "list[str]": "a list of strings"}
+
+
+def _merge_union_branches(errors: list[dict]) -> list[dict]:
+    """pydantic reports a value that fits no member of a union (`float | list[float]`) once per
+    member, each under its own tag; those become one error at the value's own key:
+    `must be a number or a list of numbers`."""
+    out: list[dict] = []
+    merged: dict[tuple, dict] = {}
+    for err in errors:
+        loc = tuple(err["loc"])
+        at = next((i for i, p in enumerate(loc) if isinstance(p, str) and _UNION_TAG.match(p)), None)
+        if at is None:
+            out.append(err)
+            continue
+        base, tag = loc[:at], loc[at]
+        if base not in merged:
+            merged[base] = {"type": "union", "loc": base, "tags": [], "input": None}
+            out.append(merged[base])
+        if tag not in merged[base]["tags"]:
+            merged[base]["tags"].append(tag)
+        if at == len(loc) - 1:  # the value itself (not an element of a list member)
+            merged[base]["input"] = err.get("input")
+    for err in merged.values():
+        err["msg"] = "must be " + " or ".join(_TAG_TEXT[t] for t in err["tags"])
+    return out
 
 
 def validate_params(data: Any, source: str = "params") -> Params:
@@ -655,7 +690,8 @@ def validate_params(data: Any, source: str = "params") -> Params:
     try:
         return Params.model_validate(data)
     except ValidationError as e:
-        lines = [line for err in e.errors() for line in _format_error(err, data, Params).splitlines()]
+        lines = [line for err in _merge_union_branches(e.errors())
+                 for line in _format_error(err, data, Params).splitlines()]
         raise ConfigError("\n".join(f"{source}: {line}" for line in lines)) from None
 
 
