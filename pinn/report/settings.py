@@ -19,7 +19,7 @@ def _coefficients(cfg: Params, problem) -> str:
         text = ", ".join(f"{float(v):g}" for v in np.ravel(getattr(problem, name)))
         given = "" if name in cfg.problem.coefficients else " (default)"
         start = cfg.problem.trainable.get(name)
-        trained = f", trained from {start:g}" if start is not None else ""
+        trained = f", trained from {float(start):g}" if start is not None else ""
         shown.append(f"{name} = {text}{given}{trained}")
     return "; ".join(shown) or "none"
 
