@@ -44,9 +44,11 @@ class _Section(BaseModel):
         ann = cls.model_fields[info.field_name].annotation
         if ann in _NUMBER_TYPES and isinstance(value, bool):
             raise ValueError("must be a number, not a boolean")
-        if getattr(ann, "__origin__", None) is dict and ann.__args__[1] is float and isinstance(value, dict):
+        if getattr(ann, "__origin__", None) is dict and isinstance(value, dict) and (
+                ann.__args__[1] is float or float in getattr(ann.__args__[1], "__args__", ())):
+            # {name: number} and {name: number | [numbers]} (problem.coefficients)
             for key, v in value.items():
-                if isinstance(v, bool):
+                if isinstance(v, bool) or (isinstance(v, list) and any(isinstance(x, bool) for x in v)):
                     raise ValueError(f"{key} = {v}: must be a number, not a boolean")
         return value
 

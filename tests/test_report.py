@@ -671,6 +671,7 @@ def test_the_run_settings_are_stated(tmp_path):
         "sampling": {"method": "rad", "batch_size": 1000, "rad": {"k": 2.0, "resample_every": 50}},
         "optimizer": {"learning_rate": 5e-4},
         "refine": {"method": "ssbroyden", "iterations": 300, "resample_every_blocks": 2},
+        "balancing": {"causal": {"enabled": True, "tolerance": 2.0}},
         "multilevel": {"num_levels": 2, "levels": LEVELS},
         "report": {"title": "Synthetic run", "dpi": DPI}})
     md = report.stage_report(cfg, tmp_path).read_text()
@@ -685,4 +686,21 @@ def test_the_run_settings_are_stated(tmp_path):
     assert summary_value(md, "Adam").startswith("learning rate 0.0005")
     assert summary_value(md, "refinement") == (
         "ssbroyden, 300 iterations in float64, blocks of 100, points redrawn with RAD every 2 blocks")
+    assert summary_value(md, "loss balancing") == "fixed; causal weighting in time (tolerance 2, 16 chunks)"
     assert summary_value(md, "reference est. rel. error") == "0.000e+00 (exact solution)"
+
+
+def test_run_settings_of_an_inverse_problem_and_a_hard_initial_condition():
+    """A trained coefficient shows its start and its true value; the observations and the hard
+    initial condition are stated."""
+    from pinn.report.settings import run_settings
+
+    target = "examples/inverse_burgers/burgers.py:InverseBurgers"
+    rows = dict(run_settings(validate_params({
+        "problem": {"target": target, "trainable": {"viscosity": 0.05}},
+        "model": {"hard_initial_condition": True},
+        "refine": {"method": "ssbroyden", "resample_every_blocks": 1}})))
+    assert rows["coefficients"].startswith("viscosity: trained from 0.05 (true value 0.00318")
+    assert rows["observations"].startswith("2000 points of u (noise std 0")
+    assert rows["network (finest level)"].endswith("hard initial condition u = u0 + (t − t0)·N")
+    assert rows["refinement"].endswith("points redrawn with RAD after every block")
