@@ -45,7 +45,8 @@ in the totals, and every rel L2 logged while training is labelled as its window'
 stitched error over the whole time interval is evaluate's `rel_l2`).
 
 The package, by what it does: `inputs` (where the inputs live, reading them), `phases` (the
-histories on common axes), `markdown` (formatting, the summary and phase table), `canvas`,
+histories on common axes), `markdown` (formatting, the summary and phase table), `settings` (the run's settings from
+the params), `canvas`,
 `fig_fields`, `fig_training` (figures), `build` (`write_report`, `build_report`, `stage_report`).
 """
 
