@@ -672,7 +672,7 @@ def test_the_run_settings_are_stated(tmp_path):
         "optimizer": {"learning_rate": 5e-4},
         "refine": {"method": "ssbroyden", "iterations": 300, "resample_every_blocks": 2},
         "balancing": {"causal": {"enabled": True, "tolerance": 2.0}},
-        "multilevel": {"num_levels": 2, "levels": LEVELS},
+        "multilevel": {"num_levels": 2, "levels": LEVELS, "finest_warmup_steps": 50},
         "report": {"title": "Synthetic run", "dpi": DPI}})
     md = report.stage_report(cfg, tmp_path).read_text()
     assert summary_value(md, "seed") == "7"
@@ -680,7 +680,7 @@ def test_the_run_settings_are_stated(tmp_path):
     assert summary_value(md, "network (finest level)") == (
         "4 hidden layers × 24 (sin), float32; exact periodic embedding in x")
     assert summary_value(md, "cascade levels") == (
-        "level0: width 12, 1000 Adam steps; level1: width 24, 2000 Adam steps")
+        "level0: width 12, 1000 Adam steps; level1: width 24, 2050 Adam steps")
     assert summary_value(md, "sampling").startswith("rad, batch 1000 interior")
     assert "k = 2," in summary_value(md, "sampling") and "every 50 steps" in summary_value(md, "sampling")
     assert summary_value(md, "Adam").startswith("learning rate 0.0005")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from pinn.config import Params
-from pinn.multilevel import level_widths
+from pinn.levels import level_steps, level_widths
 
 
 def _coefficients(cfg: Params, problem) -> str:
@@ -61,10 +61,10 @@ def _observations(cfg: Params, problem) -> str | None:
 
 
 def _cascade(cfg: Params) -> str:
-    levels = cfg.multilevel.levels
-    widths = level_widths(cfg.model.width, len(levels), cfg.multilevel.coarsening_factor)
-    return "; ".join(f"{name}: width {w}, {lv.steps} Adam steps"
-                     for (name, lv), w in zip(levels.items(), widths))
+    """Each level's width and Adam steps as the train stages run them (`pinn.levels`: the finest
+    level's include `multilevel.finest_warmup_steps`)."""
+    return "; ".join(f"{name}: width {w}, {level_steps(cfg, name)} Adam steps"
+                     for name, w in level_widths(cfg).items())
 
 
 def _sampling(cfg: Params) -> str:
